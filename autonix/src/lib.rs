@@ -1,0 +1,1 @@
+//! autonix: see README.md

@@ -1,0 +1,1 @@
+//! ci_service: see README.md

@@ -1,0 +1,1 @@
+//! repohub: see README.md

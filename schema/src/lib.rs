@@ -1,0 +1,27 @@
+//! Procurator's wire contract and domain types.
+//!
+//! - `common_capnp`, `master_capnp`, `worker_capnp`: generated from `capnp/*.capnp`.
+//! - [`model`]: the same things as plain Rust data, plus the blueprint format and its rules.
+//! - [`convert`]: wire ⇄ model.
+//! - [`net`]: the one RPC connection helper (connect, login, serve).
+//! - [`client`]: typed async calls on the Master, used by every tool that talks to it.
+
+pub mod common_capnp {
+    #![allow(clippy::all, unused, unsafe_code)]
+    include!(concat!(env!("OUT_DIR"), "/common_capnp.rs"));
+}
+pub mod master_capnp {
+    #![allow(clippy::all, unused, unsafe_code)]
+    include!(concat!(env!("OUT_DIR"), "/master_capnp.rs"));
+}
+pub mod worker_capnp {
+    #![allow(clippy::all, unused, unsafe_code)]
+    include!(concat!(env!("OUT_DIR"), "/worker_capnp.rs"));
+}
+
+pub mod client;
+pub mod convert;
+pub mod model;
+pub mod net;
+
+pub use convert::{ErrorCode, RemoteError};
