@@ -1,0 +1,1 @@
+//! Building a small bootable toplevel (kernel, initrd, kernel-params, init) with real nix.
