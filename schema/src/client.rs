@@ -6,7 +6,7 @@ use tokio::sync::mpsc;
 
 use crate::convert::*;
 use crate::master_capnp::{
-    assignment_result, events_result, event_sink, generation_result, generations_result, master,
+    assignment_result, event_sink, events_result, generation_result, generations_result, master,
     publish_result, push_result, register_result, status_result, subscription, watch_result,
     worker_gateway, worker_result,
 };
@@ -95,7 +95,11 @@ impl GatewayClient {
         }
     }
 
-    pub async fn get_assignment(&self, worker_id: &str, last_seen_revision: u64) -> Result<AssignmentUpdate> {
+    pub async fn get_assignment(
+        &self,
+        worker_id: &str,
+        last_seen_revision: u64,
+    ) -> Result<AssignmentUpdate> {
         let mut req = self.inner.get_assignment_request();
         req.get().set_worker_id(worker_id);
         req.get().set_last_seen_revision(last_seen_revision);
@@ -106,7 +110,10 @@ impl GatewayClient {
                 let a = a?;
                 let mut instances = Vec::new();
                 for inst in a.get_instances()?.iter() {
-                    instances.push((text(inst.get_instance_id())?, read_vm_spec(inst.get_spec()?)?));
+                    instances.push((
+                        text(inst.get_instance_id())?,
+                        read_vm_spec(inst.get_spec()?)?,
+                    ));
                 }
                 Ok(AssignmentUpdate::Changed(Assignment {
                     generation: a.get_generation(),
@@ -156,7 +163,9 @@ impl MasterClient {
     /// The worker-side calls through the same capability (Master extends WorkerGateway).
     pub fn gateway(&self) -> GatewayClient {
         use capnp::capability::FromClientHook;
-        GatewayClient::new(worker_gateway::Client::new(self.inner.client.hook.add_ref()))
+        GatewayClient::new(worker_gateway::Client::new(
+            self.inner.client.hook.add_ref(),
+        ))
     }
 
     pub async fn publish_state(
@@ -193,7 +202,12 @@ impl MasterClient {
     }
 
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
-        let resp = self.inner.get_cluster_status_request().send().promise.await?;
+        let resp = self
+            .inner
+            .get_cluster_status_request()
+            .send()
+            .promise
+            .await?;
         match resp.get()?.get_result()?.which()? {
             status_result::Ok(s) => Ok(read_cluster_status(s?)?),
             status_result::Err(e) => Err(read_error(e?)?.into()),
@@ -215,9 +229,11 @@ impl MasterClient {
         req.get().set_limit(limit);
         let resp = req.send().promise.await?;
         match resp.get()?.get_result()?.which()? {
-            generations_result::Ok(list) => {
-                list?.iter().map(read_generation_info).collect::<capnp::Result<_>>().map_err(Into::into)
-            }
+            generations_result::Ok(list) => list?
+                .iter()
+                .map(read_generation_info)
+                .collect::<capnp::Result<_>>()
+                .map_err(Into::into),
             generations_result::Err(e) => Err(read_error(e?)?.into()),
         }
     }
@@ -255,7 +271,10 @@ impl MasterClient {
 
     /// Subscribes to cluster events after `since_seq`. Events arrive on the receiver in
     /// batches; dropping the returned [`Subscription`] ends the stream.
-    pub async fn watch(&self, since_seq: u64) -> Result<(Subscription, mpsc::UnboundedReceiver<Vec<Event>>)> {
+    pub async fn watch(
+        &self,
+        since_seq: u64,
+    ) -> Result<(Subscription, mpsc::UnboundedReceiver<Vec<Event>>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         let sink: event_sink::Client = capnp_rpc::new_client(ChannelSink { tx });
         let mut req = self.inner.watch_request();

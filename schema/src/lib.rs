@@ -21,6 +21,7 @@ pub mod worker_capnp {
 
 pub mod client;
 pub mod convert;
+pub mod defaults;
 pub mod model;
 pub mod net;
 

@@ -1,0 +1,597 @@
+//! The Cap'n Proto edge: `Bootstrap` → `login(token)` → `Master` (operators) or
+//! `WorkerGateway` (workers), plus the pushes that go the other way — "your assignment
+//! changed" to workers and event batches to watchers.
+//!
+//! Everything runs on one tokio `LocalSet`: the cluster lives in a `RefCell` and no borrow is
+//! held across an `await`, so requests are applied one at a time, in arrival order.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use capnp::capability::Rc as CapRc;
+use capnp::Error as CapError;
+use futures::future::ready;
+use schema::common_capnp::error;
+use schema::convert::*;
+use schema::master_capnp::{bootstrap, master, subscription, worker_gateway};
+use schema::model::Event;
+use schema::worker_capnp::worker_callback;
+use schema::{ErrorCode, RemoteError};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+use crate::auth::{Role, Tokens};
+use crate::state::{Cluster, Outcome};
+
+/// Events sent to a new watcher before live ones, at most.
+const WATCH_BACKLOG: u32 = 1_000;
+
+/// The control plane's shared state and its outbound channels.
+pub struct Server {
+    pub cluster: RefCell<Cluster>,
+    callbacks: RefCell<HashMap<String, worker_callback::Client>>,
+    watchers: RefCell<BTreeMap<u64, mpsc::UnboundedSender<Vec<Event>>>>,
+    next_watcher: Cell<u64>,
+    pub counters: RefCell<Counters>,
+}
+
+/// Request counters for `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub publishes: u64,
+    pub publish_rejections: u64,
+    pub registrations: u64,
+    pub pushes: u64,
+    pub assignments: u64,
+    pub status_reads: u64,
+    pub logins_refused: u64,
+}
+
+impl Server {
+    pub fn new(cluster: Cluster) -> Rc<Server> {
+        Rc::new(Server {
+            cluster: RefCell::new(cluster),
+            callbacks: RefCell::new(HashMap::new()),
+            watchers: RefCell::new(BTreeMap::new()),
+            next_watcher: Cell::new(1),
+            counters: RefCell::new(Counters::default()),
+        })
+    }
+
+    /// Broadcasts events and tells workers their assignment changed.
+    fn dispatch(self: &Rc<Self>, outcome: Outcome) {
+        if !outcome.events.is_empty() {
+            for e in &outcome.events {
+                tracing::info!(kind = e.kind.as_str(), "{}", e.message);
+            }
+            self.watchers
+                .borrow_mut()
+                .retain(|_, tx| tx.send(outcome.events.clone()).is_ok());
+        }
+        for (worker, revision) in outcome.notify {
+            let Some(callback) = self.callbacks.borrow().get(&worker).cloned() else {
+                continue;
+            };
+            let server = Rc::clone(self);
+            tokio::task::spawn_local(async move {
+                let mut req = callback.assignment_changed_request();
+                req.get().set_revision(revision);
+                if let Err(e) = req.send().promise.await {
+                    // The worker will poll; forget a callback that no longer answers.
+                    tracing::debug!(worker, "assignment push failed: {e}");
+                    server.callbacks.borrow_mut().remove(&worker);
+                }
+            });
+        }
+    }
+
+    /// Checks leases every `period`; runs until the process ends.
+    pub async fn expire_leases_every(self: Rc<Self>, period: Duration) {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let outcome = self.cluster.borrow_mut().expire_leases(Instant::now());
+            match outcome {
+                Ok(o) => self.dispatch(o),
+                Err(e) => tracing::error!("lease check failed: {e}"),
+            }
+        }
+    }
+
+    fn register(
+        self: &Rc<Self>,
+        params: worker_gateway::RegisterParams,
+        mut results: worker_gateway::RegisterResults,
+        bound: Option<&RefCell<Option<String>>>,
+    ) -> Result<(), CapError> {
+        let p = params.get()?;
+        let info = read_worker_info(p.get_info()?)?;
+        let callback = p.get_callback().ok();
+        if let Some(bound) = bound {
+            if let Some(existing) = bound.borrow().as_deref() {
+                if existing != info.id {
+                    let e = RemoteError::new(
+                        ErrorCode::Unauthorized,
+                        format!("this session is registered as worker {existing}; it cannot register {} too", info.id),
+                    );
+                    write_error(results.get().init_result().init_err(), &e);
+                    return Ok(());
+                }
+            }
+        }
+        let id = info.id.clone();
+        let outcome = self.cluster.borrow_mut().register(info);
+        match outcome {
+            Ok((revision, outcome)) => {
+                self.counters.borrow_mut().registrations += 1;
+                if let Some(bound) = bound {
+                    *bound.borrow_mut() = Some(id.clone());
+                }
+                if let Some(cb) = callback {
+                    self.callbacks.borrow_mut().insert(id, cb);
+                }
+                let config = self.cluster.borrow().config();
+                let mut ok = results.get().init_result().init_ok();
+                ok.set_revision(revision);
+                ok.set_heartbeat_interval_ms(config.heartbeat_interval.as_millis() as u32);
+                ok.set_lease_ms(config.lease.as_millis() as u32);
+                self.dispatch(outcome);
+            }
+            Err(e) => write_error(results.get().init_result().init_err(), &e),
+        }
+        Ok(())
+    }
+
+    fn get_assignment(
+        &self,
+        params: worker_gateway::GetAssignmentParams,
+        mut results: worker_gateway::GetAssignmentResults,
+        bound: Option<&RefCell<Option<String>>>,
+    ) -> Result<(), CapError> {
+        let p = params.get()?;
+        let worker_id = text(p.get_worker_id())?;
+        if let Err(e) = check_bound(bound, &worker_id) {
+            write_error(results.get().init_result().init_err(), &e);
+            return Ok(());
+        }
+        self.counters.borrow_mut().assignments += 1;
+        let cluster = self.cluster.borrow();
+        match cluster.assignment(&worker_id, p.get_last_seen_revision()) {
+            Ok(None) => results
+                .get()
+                .init_result()
+                .set_unchanged(p.get_last_seen_revision()),
+            Ok(Some(a)) => {
+                let mut b = results.get().init_result().init_assignment();
+                b.set_generation(a.generation);
+                b.set_revision(a.revision);
+                let mut list = b.init_instances(a.instances.len() as u32);
+                for (i, (id, spec)) in a.instances.iter().enumerate() {
+                    let mut item = list.reborrow().get(i as u32);
+                    item.set_instance_id(id.as_str());
+                    write_vm_spec(item.init_spec(), spec);
+                }
+            }
+            Err(e) => write_error(results.get().init_result().init_err(), &e),
+        }
+        Ok(())
+    }
+
+    fn push_data(
+        self: &Rc<Self>,
+        params: worker_gateway::PushDataParams,
+        mut results: worker_gateway::PushDataResults,
+        bound: Option<&RefCell<Option<String>>>,
+    ) -> Result<(), CapError> {
+        let p = params.get()?;
+        let worker_id = text(p.get_worker_id())?;
+        if let Err(e) = check_bound(bound, &worker_id) {
+            write_error(results.get().init_result().init_err(), &e);
+            return Ok(());
+        }
+        let reports = read_reports(p.get_running_vms()?)?;
+        let metrics = read_metrics(p.get_metrics()?)?;
+        self.counters.borrow_mut().pushes += 1;
+        let outcome = self.cluster.borrow_mut().push_data(
+            &worker_id,
+            p.get_observed_generation(),
+            reports,
+            metrics,
+        );
+        match outcome {
+            Ok((revision, outcome)) => {
+                results.get().init_result().set_ok(revision);
+                self.dispatch(outcome);
+            }
+            Err(e) => write_error(results.get().init_result().init_err(), &e),
+        }
+        Ok(())
+    }
+}
+
+fn check_bound(
+    bound: Option<&RefCell<Option<String>>>,
+    worker_id: &str,
+) -> Result<(), RemoteError> {
+    let Some(bound) = bound else { return Ok(()) };
+    match bound.borrow().as_deref() {
+        Some(id) if id == worker_id => Ok(()),
+        Some(id) => Err(RemoteError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "this session is registered as worker {id}; it cannot act for worker {worker_id}"
+            ),
+        )),
+        None => Err(RemoteError::new(
+            ErrorCode::Unauthorized,
+            "register this worker before asking for its assignment or reporting",
+        )),
+    }
+}
+
+fn write_err(b: error::Builder<'_>, e: &RemoteError) {
+    write_error(b, e);
+}
+
+// ---- Bootstrap ----
+
+pub struct BootstrapImpl {
+    server: Rc<Server>,
+    tokens: Tokens,
+}
+
+impl BootstrapImpl {
+    pub fn client(server: Rc<Server>, tokens: Tokens) -> bootstrap::Client {
+        capnp_rpc::new_client(BootstrapImpl { server, tokens })
+    }
+}
+
+impl bootstrap::Server for BootstrapImpl {
+    fn login(
+        self: CapRc<Self>,
+        params: bootstrap::LoginParams,
+        mut results: bootstrap::LoginResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let token = text(params.get()?.get_token())?;
+            let mut r = results.get().init_result();
+            match self.tokens.check(&token) {
+                Some(Role::Operator) => {
+                    r.set_master(capnp_rpc::new_client(MasterImpl {
+                        server: Rc::clone(&self.server),
+                    }));
+                }
+                Some(Role::Worker) => {
+                    r.set_worker(capnp_rpc::new_client(GatewayImpl {
+                        server: Rc::clone(&self.server),
+                        bound: RefCell::new(None),
+                    }));
+                }
+                None => {
+                    self.server.counters.borrow_mut().logins_refused += 1;
+                    write_err(
+                        r.init_err(),
+                        &RemoteError::new(
+                            ErrorCode::Unauthorized,
+                            "invalid token; use the operator.token or worker.token written beside the control plane's database",
+                        ),
+                    );
+                }
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+}
+
+// ---- WorkerGateway (worker token) ----
+
+struct GatewayImpl {
+    server: Rc<Server>,
+    /// The worker id this session registered as; it may act for no other.
+    bound: RefCell<Option<String>>,
+}
+
+impl worker_gateway::Server for GatewayImpl {
+    fn register(
+        self: CapRc<Self>,
+        params: worker_gateway::RegisterParams,
+        results: worker_gateway::RegisterResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        ready(self.server.register(params, results, Some(&self.bound)))
+    }
+
+    fn get_assignment(
+        self: CapRc<Self>,
+        params: worker_gateway::GetAssignmentParams,
+        results: worker_gateway::GetAssignmentResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        ready(
+            self.server
+                .get_assignment(params, results, Some(&self.bound)),
+        )
+    }
+
+    fn push_data(
+        self: CapRc<Self>,
+        params: worker_gateway::PushDataParams,
+        results: worker_gateway::PushDataResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        ready(self.server.push_data(params, results, Some(&self.bound)))
+    }
+}
+
+// ---- Master (operator token) ----
+
+struct MasterImpl {
+    server: Rc<Server>,
+}
+
+impl worker_gateway::Server for MasterImpl {
+    fn register(
+        self: CapRc<Self>,
+        params: worker_gateway::RegisterParams,
+        results: worker_gateway::RegisterResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        ready(self.server.register(params, results, None))
+    }
+
+    fn get_assignment(
+        self: CapRc<Self>,
+        params: worker_gateway::GetAssignmentParams,
+        results: worker_gateway::GetAssignmentResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        ready(self.server.get_assignment(params, results, None))
+    }
+
+    fn push_data(
+        self: CapRc<Self>,
+        params: worker_gateway::PushDataParams,
+        results: worker_gateway::PushDataResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        ready(self.server.push_data(params, results, None))
+    }
+}
+
+impl master::Server for MasterImpl {
+    fn publish_state(
+        self: CapRc<Self>,
+        params: master::PublishStateParams,
+        mut results: master::PublishStateResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let p = params.get()?;
+            let commit = text(p.get_commit())?;
+            let intent = text(p.get_intent_hash())?;
+            let decoded = p
+                .get_vm_specs()
+                .and_then(read_vm_specs)
+                .and_then(|specs| Ok((specs, read_settings(p.get_settings()?)?)));
+            let (specs, settings) = match decoded {
+                Ok(v) => v,
+                Err(e) => {
+                    self.server.counters.borrow_mut().publish_rejections += 1;
+                    let e = RemoteError::new(
+                        ErrorCode::Invalid,
+                        format!("publishState rejected: the VM specs cannot be read ({}); nothing was stored", e.extra),
+                    );
+                    write_err(results.get().init_result().init_err(), &e);
+                    return Ok(());
+                }
+            };
+            let outcome = self.server.cluster.borrow_mut().publish(
+                &commit,
+                p.get_generation(),
+                &intent,
+                specs,
+                settings,
+            );
+            match outcome {
+                Ok((summary, outcome)) => {
+                    self.server.counters.borrow_mut().publishes += 1;
+                    let mut ok = results.get().init_result().init_ok();
+                    ok.set_generation(summary.generation);
+                    ok.set_changed(summary.changed);
+                    ok.set_placed(summary.placed);
+                    ok.set_unplaced(summary.unplaced);
+                    ok.set_revision(summary.revision);
+                    self.server.dispatch(outcome);
+                }
+                Err(e) => {
+                    self.server.counters.borrow_mut().publish_rejections += 1;
+                    tracing::warn!("{}", e.message);
+                    write_err(results.get().init_result().init_err(), &e);
+                }
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn get_cluster_status(
+        self: CapRc<Self>,
+        _params: master::GetClusterStatusParams,
+        mut results: master::GetClusterStatusResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        self.server.counters.borrow_mut().status_reads += 1;
+        let status = self.server.cluster.borrow().status();
+        write_cluster_status(results.get().init_result().init_ok(), &status);
+        ready(Ok(()))
+    }
+
+    fn get_worker(
+        self: CapRc<Self>,
+        params: master::GetWorkerParams,
+        mut results: master::GetWorkerResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let id = text(params.get()?.get_worker_id())?;
+            match self.server.cluster.borrow().worker(&id) {
+                Ok(w) => write_worker_status(results.get().init_result().init_ok(), &w),
+                Err(e) => write_err(results.get().init_result().init_err(), &e),
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn watch(
+        self: CapRc<Self>,
+        params: master::WatchParams,
+        mut results: master::WatchResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let p = params.get()?;
+            let sink = p.get_sink()?;
+            let since = p.get_since_seq();
+            let server = &self.server;
+            let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Event>>();
+            // Backlog and registration happen in the same turn of the event loop, so no
+            // event falls between the two.
+            let backlog = {
+                let cluster = server.cluster.borrow();
+                let from = since.max(cluster.last_seq().saturating_sub(WATCH_BACKLOG as u64));
+                match cluster.events(from, WATCH_BACKLOG) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        write_err(results.get().init_result().init_err(), &e);
+                        return Ok(());
+                    }
+                }
+            };
+            let id = server.next_watcher.get();
+            server.next_watcher.set(id + 1);
+            server.watchers.borrow_mut().insert(id, tx);
+            let weak = Rc::downgrade(server);
+            tokio::task::spawn_local(async move {
+                let mut pending = if backlog.is_empty() {
+                    None
+                } else {
+                    Some(backlog)
+                };
+                loop {
+                    let batch = match pending.take() {
+                        Some(b) => b,
+                        None => match rx.recv().await {
+                            Some(b) => b,
+                            None => break,
+                        },
+                    };
+                    let mut req = sink.push_request();
+                    write_events(req.get().init_events(batch.len() as u32), &batch);
+                    if req.send().promise.await.is_err() {
+                        break;
+                    }
+                }
+                if let Some(server) = weak.upgrade() {
+                    server.watchers.borrow_mut().remove(&id);
+                }
+            });
+            let handle: subscription::Client = capnp_rpc::new_client(SubscriptionImpl {
+                server: Rc::downgrade(server),
+                id,
+            });
+            results.get().init_result().set_ok(handle);
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn list_generations(
+        self: CapRc<Self>,
+        params: master::ListGenerationsParams,
+        mut results: master::ListGenerationsResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let limit = params.get()?.get_limit();
+            match self.server.cluster.borrow().generations(limit) {
+                Ok(list) => {
+                    let mut b = results.get().init_result().init_ok(list.len() as u32);
+                    for (i, g) in list.iter().enumerate() {
+                        write_generation_info(b.reborrow().get(i as u32), g);
+                    }
+                }
+                Err(e) => write_err(results.get().init_result().init_err(), &e),
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn list_events(
+        self: CapRc<Self>,
+        params: master::ListEventsParams,
+        mut results: master::ListEventsResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let p = params.get()?;
+            match self
+                .server
+                .cluster
+                .borrow()
+                .events(p.get_since_seq(), p.get_limit())
+            {
+                Ok(list) => write_events(
+                    results.get().init_result().init_ok(list.len() as u32),
+                    &list,
+                ),
+                Err(e) => write_err(results.get().init_result().init_err(), &e),
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn get_generation(
+        self: CapRc<Self>,
+        params: master::GetGenerationParams,
+        mut results: master::GetGenerationResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let generation = params.get()?.get_generation();
+            match self.server.cluster.borrow().generation(generation) {
+                Ok((info, blueprint)) => {
+                    let mut ok = results.get().init_result().init_ok();
+                    write_generation_info(ok.reborrow().init_info(), &info);
+                    write_settings(ok.reborrow().init_settings(), &blueprint.cluster);
+                    write_vm_specs(ok.init_vm_specs(blueprint.vms.len() as u32), &blueprint.vms);
+                }
+                Err(e) => write_err(results.get().init_result().init_err(), &e),
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+}
+
+struct SubscriptionImpl {
+    server: std::rc::Weak<Server>,
+    id: u64,
+}
+
+impl subscription::Server for SubscriptionImpl {}
+
+impl Drop for SubscriptionImpl {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.upgrade() {
+            server.watchers.borrow_mut().remove(&self.id);
+        }
+    }
+}
+
+/// Accepts connections until the listener fails. Run inside a `LocalSet`.
+pub async fn serve(
+    listener: TcpListener,
+    server: Rc<Server>,
+    tokens: Tokens,
+) -> std::io::Result<()> {
+    let bootstrap = BootstrapImpl::client(server, tokens);
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        tracing::debug!(%peer, "connection");
+        tokio::task::spawn_local(schema::net::serve_connection(stream, bootstrap.clone()));
+    }
+}

@@ -1,0 +1,428 @@
+//! The control plane's SQLite file: generations, workers, placements, events.
+//!
+//! WAL mode with `synchronous = NORMAL`: a committed transaction is in the WAL before the call
+//! returns, so `kill -9` of the process loses nothing acknowledged (a power cut may lose the
+//! last few commits; `--sync full` trades speed for that). Every request is one transaction
+//! built from a [`Batch`]; if it fails, nothing of the request is stored.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use schema::model::{
+    ClusterSettings, Event, EventKind, InstanceReport, VmSpec, WorkerInfo, WorkerMetrics,
+    WorkerState,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the database {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database is from a newer Procurator (schema version {found}, this build knows {known})"
+    )]
+    TooNew { found: i64, known: i64 },
+    #[error("database error")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored JSON is unreadable")]
+    Json(#[from] serde_json::Error),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Each entry is applied once, in order; the index+1 is the schema version.
+const MIGRATIONS: &[&str] = &[
+    // 1: initial schema
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE generations (
+        generation INTEGER PRIMARY KEY,
+        commit_id TEXT NOT NULL,
+        intent_hash TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        published_at_ms INTEGER NOT NULL,
+        settings TEXT NOT NULL,
+        specs TEXT NOT NULL,
+        status TEXT NOT NULL
+     );
+     CREATE TABLE workers (
+        id TEXT PRIMARY KEY,
+        info TEXT NOT NULL,
+        state TEXT NOT NULL,
+        registered_at_ms INTEGER NOT NULL,
+        last_heartbeat_ms INTEGER NOT NULL,
+        observed_generation INTEGER NOT NULL,
+        reports TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        revision INTEGER NOT NULL
+     );
+     CREATE TABLE placements (
+        instance_id TEXT PRIMARY KEY,
+        vm_name TEXT NOT NULL,
+        worker_id TEXT,
+        reason TEXT NOT NULL
+     );
+     CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        ts_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        worker_id TEXT NOT NULL,
+        instance_id TEXT NOT NULL,
+        message TEXT NOT NULL
+     );",
+];
+
+/// Events kept in the database; older ones are pruned as new ones arrive.
+pub const EVENTS_KEPT: u64 = 50_000;
+
+pub struct Store {
+    conn: Connection,
+}
+
+/// A generation row.
+#[derive(Debug, Clone)]
+pub struct StoredGeneration {
+    pub generation: u64,
+    pub commit: String,
+    pub intent_hash: String,
+    pub content_hash: String,
+    pub published_at_ms: u64,
+    pub settings: ClusterSettings,
+    pub specs: Vec<VmSpec>,
+    pub status: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredWorker {
+    pub info: WorkerInfo,
+    pub state: WorkerState,
+    pub registered_at_ms: u64,
+    pub last_heartbeat_ms: u64,
+    pub observed_generation: u64,
+    pub reports: Vec<InstanceReport>,
+    pub metrics: WorkerMetrics,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPlacement {
+    pub instance_id: String,
+    pub vm_name: String,
+    pub worker_id: Option<String>,
+    pub reason: String,
+}
+
+/// Everything one request changes, written in one transaction.
+#[derive(Default)]
+pub struct Batch {
+    pub generation: Option<StoredGeneration>,
+    /// (generation, new status)
+    pub generation_status: Vec<(u64, String)>,
+    pub workers: Vec<StoredWorker>,
+    pub placements_upsert: Vec<StoredPlacement>,
+    pub placements_delete: Vec<String>,
+    pub meta: Vec<(&'static str, String)>,
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.generation.is_none()
+            && self.generation_status.is_empty()
+            && self.workers.is_empty()
+            && self.placements_upsert.is_empty()
+            && self.placements_delete.is_empty()
+            && self.meta.is_empty()
+            && self.events.is_empty()
+    }
+}
+
+fn state_str(s: WorkerState) -> &'static str {
+    s.as_str()
+}
+
+fn parse_state(s: &str) -> WorkerState {
+    match s {
+        "lost" => WorkerState::Lost,
+        "cordoned" => WorkerState::Cordoned,
+        "draining" => WorkerState::Draining,
+        _ => WorkerState::Ready,
+    }
+}
+
+impl Store {
+    pub fn open(path: &Path, full_sync: bool) -> Result<Store> {
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(
+            None,
+            "synchronous",
+            if full_sync { "FULL" } else { "NORMAL" },
+        )?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew {
+                found: version,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        if let Some(g) = &batch.generation {
+            tx.execute(
+                "INSERT INTO generations (generation, commit_id, intent_hash, content_hash,
+                    published_at_ms, settings, specs, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    g.generation as i64,
+                    g.commit,
+                    g.intent_hash,
+                    g.content_hash,
+                    g.published_at_ms as i64,
+                    serde_json::to_string(&g.settings)?,
+                    serde_json::to_string(&g.specs)?,
+                    g.status,
+                ],
+            )?;
+        }
+        {
+            let mut st =
+                tx.prepare_cached("UPDATE generations SET status = ?2 WHERE generation = ?1")?;
+            for (generation, status) in &batch.generation_status {
+                st.execute(params![*generation as i64, status])?;
+            }
+        }
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO workers (id, info, state, registered_at_ms, last_heartbeat_ms,
+                    observed_generation, reports, metrics, revision)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET info = ?2, state = ?3, registered_at_ms = ?4,
+                    last_heartbeat_ms = ?5, observed_generation = ?6, reports = ?7,
+                    metrics = ?8, revision = ?9",
+            )?;
+            for w in &batch.workers {
+                st.execute(params![
+                    w.info.id,
+                    serde_json::to_string(&w.info)?,
+                    state_str(w.state),
+                    w.registered_at_ms as i64,
+                    w.last_heartbeat_ms as i64,
+                    w.observed_generation as i64,
+                    serde_json::to_string(&w.reports)?,
+                    serde_json::to_string(&w.metrics)?,
+                    w.revision as i64,
+                ])?;
+            }
+        }
+        {
+            let mut del = tx.prepare_cached("DELETE FROM placements WHERE instance_id = ?1")?;
+            for id in &batch.placements_delete {
+                del.execute([id])?;
+            }
+            let mut up = tx.prepare_cached(
+                "INSERT INTO placements (instance_id, vm_name, worker_id, reason)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(instance_id) DO UPDATE SET vm_name = ?2, worker_id = ?3, reason = ?4",
+            )?;
+            for p in &batch.placements_upsert {
+                up.execute(params![p.instance_id, p.vm_name, p.worker_id, p.reason])?;
+            }
+        }
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = ?2",
+            )?;
+            for (k, v) in &batch.meta {
+                st.execute(params![k, v])?;
+            }
+        }
+        if !batch.events.is_empty() {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO events (seq, ts_ms, kind, generation, worker_id, instance_id, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for e in &batch.events {
+                st.execute(params![
+                    e.seq as i64,
+                    e.timestamp_ms as i64,
+                    e.kind.as_str(),
+                    e.generation as i64,
+                    e.worker_id,
+                    e.instance_id,
+                    e.message,
+                ])?;
+            }
+            let last = batch.events.last().map(|e| e.seq).unwrap_or(0);
+            if last > EVENTS_KEPT && last % 1000 < batch.events.len() as u64 + 1 {
+                tx.execute(
+                    "DELETE FROM events WHERE seq <= ?1",
+                    [(last - EVENTS_KEPT) as i64],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn generations(&self, limit: u32) -> Result<Vec<StoredGeneration>> {
+        let mut st = self.conn.prepare(
+            "SELECT generation, commit_id, intent_hash, content_hash, published_at_ms, settings,
+                    specs, status
+             FROM generations ORDER BY generation DESC LIMIT ?1",
+        )?;
+        let rows = st.query_map([limit as i64], read_generation)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
+    pub fn generation(&self, generation: u64) -> Result<Option<StoredGeneration>> {
+        let mut st = self.conn.prepare(
+            "SELECT generation, commit_id, intent_hash, content_hash, published_at_ms, settings,
+                    specs, status
+             FROM generations WHERE generation = ?1",
+        )?;
+        match st
+            .query_row([generation as i64], read_generation)
+            .optional()?
+        {
+            Some(g) => Ok(Some(g?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn workers(&self) -> Result<Vec<StoredWorker>> {
+        let mut st = self.conn.prepare(
+            "SELECT info, state, registered_at_ms, last_heartbeat_ms, observed_generation,
+                    reports, metrics, revision FROM workers ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (info, state, reg, hb, generation, reports, metrics, revision) = row?;
+            out.push(StoredWorker {
+                info: serde_json::from_str(&info)?,
+                state: parse_state(&state),
+                registered_at_ms: reg as u64,
+                last_heartbeat_ms: hb as u64,
+                observed_generation: generation as u64,
+                reports: serde_json::from_str(&reports)?,
+                metrics: serde_json::from_str(&metrics)?,
+                revision: revision as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn placements(&self) -> Result<Vec<StoredPlacement>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT instance_id, vm_name, worker_id, reason FROM placements")?;
+        let rows = st.query_map([], |r| {
+            Ok(StoredPlacement {
+                instance_id: r.get(0)?,
+                vm_name: r.get(1)?,
+                worker_id: r.get(2)?,
+                reason: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn events(&self, since_seq: u64, limit: u32) -> Result<Vec<Event>> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, ts_ms, kind, generation, worker_id, instance_id, message
+             FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![since_seq as i64, limit as i64], |r| {
+            Ok(Event {
+                seq: r.get::<_, i64>(0)? as u64,
+                timestamp_ms: r.get::<_, i64>(1)? as u64,
+                kind: EventKind::parse(&r.get::<_, String>(2)?),
+                generation: r.get::<_, i64>(3)? as u64,
+                worker_id: r.get(4)?,
+                instance_id: r.get(5)?,
+                message: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    pub fn last_event_seq(&self) -> Result<u64> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+}
+
+type GenerationRow = std::result::Result<StoredGeneration, StoreError>;
+
+fn read_generation(r: &rusqlite::Row<'_>) -> rusqlite::Result<GenerationRow> {
+    let settings: String = r.get(5)?;
+    let specs: String = r.get(6)?;
+    let parsed = (|| -> Result<StoredGeneration> {
+        Ok(StoredGeneration {
+            generation: r.get::<_, i64>(0)? as u64,
+            commit: r.get(1)?,
+            intent_hash: r.get(2)?,
+            content_hash: r.get(3)?,
+            published_at_ms: r.get::<_, i64>(4)? as u64,
+            settings: serde_json::from_str(&settings)?,
+            specs: serde_json::from_str(&specs)?,
+            status: r.get(7)?,
+        })
+    })();
+    Ok(parsed)
+}
