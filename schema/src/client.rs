@@ -16,9 +16,9 @@ use crate::worker_capnp::worker_callback;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The control plane answered with an error; its message is the sentence to show.
-    #[error("{0}")]
+    #[error(transparent)]
     Remote(#[from] RemoteError),
-    #[error("RPC failed: {0}")]
+    #[error("the RPC call failed")]
     Rpc(#[from] capnp::Error),
 }
 

@@ -38,7 +38,7 @@ pub enum NetError {
     Login(RemoteError),
     #[error("this token opens the worker gateway; operator commands need the operator token")]
     NotOperator,
-    #[error("RPC failed: {0}")]
+    #[error("the RPC call failed")]
     Rpc(#[from] capnp::Error),
 }
 

@@ -1,0 +1,504 @@
+//! The commands and what they print.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use schema::client::MasterClient;
+use schema::model::*;
+use sha2::{Digest, Sha256};
+
+use crate::table::{ago, duration, short_path, Table};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pcr-test",
+    version,
+    about = "Talk to a Procurator control plane",
+    long_about = "Talk to a Procurator control plane.\n\nThe control plane address comes from --master or PROCURATOR_MASTER; the operator token from --token, PROCURATOR_TOKEN, --token-file, or the operator.token file beside the control plane's database in the default state directory."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// Control plane address.
+    #[arg(long, global = true, env = "PROCURATOR_MASTER", default_value = schema::defaults::MASTER_ADDR)]
+    pub master: String,
+    /// Operator token.
+    #[arg(long, global = true, env = "PROCURATOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the operator token (default: operator.token in the state directory).
+    #[arg(long, global = true, env = "PROCURATOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Publish desired state.
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
+    /// Cluster overview.
+    Control {
+        #[command(subcommand)]
+        command: ControlCommand,
+    },
+    /// Workers.
+    Workers {
+        #[command(subcommand)]
+        command: WorkersCommand,
+    },
+    /// VM instances.
+    Vms {
+        #[command(subcommand)]
+        command: VmsCommand,
+    },
+    /// Published generations.
+    Generations {
+        #[command(subcommand)]
+        command: GenerationsCommand,
+    },
+    /// Cluster events; `--follow` streams new ones as they happen.
+    Events {
+        /// Keep printing events as they happen.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many past events to show first.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        last: u32,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StateCommand {
+    /// Publish a generation: a blueprint file, or N generated test VM specs.
+    Publish {
+        /// Commit the generation comes from.
+        #[arg(short, long)]
+        commit: String,
+        /// Generation number; must be newer than the active one.
+        #[arg(short, long)]
+        generation: u64,
+        /// Intent hash (default: the blueprint's content hash).
+        #[arg(short, long)]
+        intent_hash: Option<String>,
+        /// Number of generated test VM specs (process workloads with placeholder closures).
+        #[arg(
+            short = 'n',
+            long,
+            conflicts_with = "blueprint",
+            required_unless_present = "blueprint"
+        )]
+        count: Option<u32>,
+        /// Blueprint JSON, as `nix eval --json .#blueprintJSON` prints it.
+        #[arg(long)]
+        blueprint: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ControlCommand {
+    /// Active generation, convergence, workers and VMs.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkersCommand {
+    /// All workers with their state and free resources.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One worker with what it reports.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmsCommand {
+    /// Every instance with its worker, phase, health and closures.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GenerationsCommand {
+    /// Newest first.
+    List {
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One generation's blueprint, as JSON.
+    Show { generation: u64 },
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The operator token from flags, environment or the default token file.
+pub fn operator_token(conn: &ConnArgs) -> anyhow::Result<String> {
+    if let Some(t) = &conn.token {
+        return Ok(t.trim().to_string());
+    }
+    let path = conn
+        .token_file
+        .clone()
+        .unwrap_or_else(|| schema::defaults::state_dir().join("operator.token"));
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        Ok(_) => bail!("the token file {} is empty", path.display()),
+        Err(e) => bail!(
+            "no operator token: pass --token, set PROCURATOR_TOKEN, or point --token-file at the \
+             control plane's operator.token ({}: {e})",
+            path.display()
+        ),
+    }
+}
+
+pub async fn connect(conn: &ConnArgs) -> anyhow::Result<MasterClient> {
+    let token = operator_token(conn)?;
+    let (master, _conn) = schema::net::connect_master(&conn.master, &token).await?;
+    Ok(MasterClient::new(master))
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let op = connect(&cli.conn).await?;
+    match cli.command {
+        Command::State {
+            command:
+                StateCommand::Publish {
+                    commit,
+                    generation,
+                    intent_hash,
+                    count,
+                    blueprint,
+                },
+        } => {
+            let blueprint = match (blueprint, count) {
+                (Some(path), _) => {
+                    let text = std::fs::read_to_string(&path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    Blueprint::from_json(&text)
+                        .with_context(|| format!("{} is not a usable blueprint", path.display()))?
+                }
+                (None, Some(n)) => test_blueprint(n),
+                (None, None) => bail!("give --blueprint FILE or -n COUNT"),
+            };
+            let intent = intent_hash.unwrap_or_else(|| blueprint.intent_hash());
+            let p = op
+                .publish_state(
+                    &commit,
+                    generation,
+                    &intent,
+                    &blueprint.vms,
+                    &blueprint.cluster,
+                )
+                .await?;
+            if p.changed {
+                println!(
+                    "published generation {} ({} instances placed, {} unplaced)",
+                    p.generation, p.placed, p.unplaced
+                );
+            } else {
+                println!(
+                    "generation {} was already active with this content; nothing changed",
+                    p.generation
+                );
+            }
+        }
+        Command::Control {
+            command: ControlCommand::Status { json },
+        } => {
+            let status = op.cluster_status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", render_status(&status, now_ms()));
+            }
+        }
+        Command::Workers { command } => match command {
+            WorkersCommand::List { json } => {
+                let status = op.cluster_status().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&status.workers)?);
+                } else {
+                    print!("{}", render_workers(&status.workers, now_ms()));
+                }
+            }
+            WorkersCommand::Show { id, json } => {
+                let w = op.worker(&id).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&w)?);
+                } else {
+                    print!("{}", render_workers(std::slice::from_ref(&w), now_ms()));
+                    let labels: Vec<String> = w
+                        .info
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    println!(
+                        "\nlabels: {}\nbackends: {}\nobserved generation: {}",
+                        if labels.is_empty() {
+                            "-".to_string()
+                        } else {
+                            labels.join(", ")
+                        },
+                        w.info
+                            .backends
+                            .iter()
+                            .map(|b| b.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        w.observed_generation
+                    );
+                    if !w.instances.is_empty() {
+                        let mut t = Table::new(&[
+                            "INSTANCE", "PHASE", "HEALTH", "CLOSURE", "UPTIME", "MESSAGE",
+                        ]);
+                        for r in &w.instances {
+                            t.row(vec![
+                                r.instance_id.clone(),
+                                r.phase.to_string(),
+                                r.health.to_string(),
+                                short_path(&r.closure),
+                                duration(r.uptime_ms),
+                                r.message.clone(),
+                            ]);
+                        }
+                        print!("\n{}", t.render());
+                    }
+                }
+            }
+        },
+        Command::Vms {
+            command: VmsCommand::List { json },
+        } => {
+            let status = op.cluster_status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status.instances)?);
+            } else {
+                print!("{}", render_instances(&status.instances));
+            }
+        }
+        Command::Generations { command } => match command {
+            GenerationsCommand::List { limit, json } => {
+                let list = op.generations(limit).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    let mut t = Table::new(&["GENERATION", "STATUS", "COMMIT", "VMS", "PUBLISHED"]);
+                    let now = now_ms();
+                    for g in &list {
+                        t.row(vec![
+                            g.generation.to_string(),
+                            g.status.clone(),
+                            g.commit.chars().take(12).collect(),
+                            g.vm_count.to_string(),
+                            ago(g.published_at_ms, now),
+                        ]);
+                    }
+                    if t.is_empty() {
+                        println!("no generation has been published yet");
+                    } else {
+                        print!("{}", t.render());
+                    }
+                }
+            }
+            GenerationsCommand::Show { generation } => {
+                let (_, blueprint) = op.generation(generation).await?;
+                println!("{}", blueprint.to_json());
+            }
+        },
+        Command::Events { follow, last, json } => {
+            let recent = op.events(0, 0).await?;
+            let latest = recent.last().map(|e| e.seq).unwrap_or(0);
+            let from = latest.saturating_sub(last as u64);
+            let print = |e: &Event| {
+                if json {
+                    println!("{}", serde_json::to_string(e).unwrap_or_default());
+                } else {
+                    println!(
+                        "{}  {:<20} {}",
+                        clock(e.timestamp_ms),
+                        e.kind.as_str(),
+                        e.message
+                    );
+                }
+            };
+            if !follow {
+                for e in op.events(from, last).await? {
+                    print(&e);
+                }
+            } else {
+                let (_sub, mut rx) = op.watch(from).await?;
+                while let Some(batch) = rx.recv().await {
+                    for e in &batch {
+                        print(e);
+                    }
+                }
+                bail!("the control plane closed the event stream");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `HH:MM:SS` in UTC; enough to order what happened during a deploy.
+fn clock(ms: u64) -> String {
+    let s = (ms / 1000) % 86400;
+    format!("{:02}:{:02}:{:02}", s / 3600, (s % 3600) / 60, s % 60)
+}
+
+/// N process specs with placeholder closures: exercises scheduling and storage without nix.
+pub fn test_blueprint(n: u32) -> Blueprint {
+    let vms = (0..n)
+        .map(|i| {
+            let name = format!("test{i}");
+            let digest = Sha256::digest(name.as_bytes());
+            let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";
+            let hash: String = digest
+                .iter()
+                .take(32)
+                .map(|b| alphabet[(*b as usize) % 32] as char)
+                .collect();
+            VmSpec {
+                memory_mb: 128,
+                ..VmSpec::process(&name, &format!("/nix/store/{hash}-{name}"))
+            }
+        })
+        .collect();
+    Blueprint {
+        cluster: ClusterSettings {
+            name: "test".into(),
+            strategy: PlacementStrategy::Spread,
+        },
+        vms,
+    }
+}
+
+pub fn render_status(s: &ClusterStatus, now: u64) -> String {
+    let mut out = String::new();
+    if s.active_generation == 0 {
+        out.push_str("no generation has been published yet\n");
+    } else {
+        let name = if s.settings.name.is_empty() {
+            "cluster".to_string()
+        } else {
+            format!("cluster {}", s.settings.name)
+        };
+        out.push_str(&format!(
+            "{name} · generation {} · commit {} · published {} · {:.0}% converged\n",
+            s.active_generation,
+            s.commit.chars().take(12).collect::<String>(),
+            ago(s.published_at_ms, now),
+            s.convergence_percent
+        ));
+    }
+    out.push('\n');
+    out.push_str(&render_workers(&s.workers, now));
+    out.push('\n');
+    out.push_str(&render_instances(&s.instances));
+    out
+}
+
+pub fn render_workers(workers: &[WorkerStatus], now: u64) -> String {
+    if workers.is_empty() {
+        return "no workers registered\n".to_string();
+    }
+    let mut t = Table::new(&[
+        "WORKER",
+        "STATE",
+        "CPU FREE",
+        "MEMORY FREE",
+        "VMS",
+        "BACKENDS",
+        "LAST REPORT",
+    ]);
+    for w in workers {
+        t.row(vec![
+            w.info.id.clone(),
+            w.state.as_str().to_string(),
+            format!("{}/{}", w.free_cpu, w.info.cpu),
+            format!("{}/{} MiB", w.free_memory_mb, w.info.memory_mb),
+            w.instance_count.to_string(),
+            w.info
+                .backends
+                .iter()
+                .map(|b| b.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            ago(w.last_heartbeat_ms, now),
+        ]);
+    }
+    t.render()
+}
+
+pub fn render_instances(instances: &[InstanceStatus]) -> String {
+    if instances.is_empty() {
+        return "no VMs\n".to_string();
+    }
+    let mut t = Table::new(&[
+        "VM", "WORKER", "PHASE", "HEALTH", "DESIRED", "OBSERVED", "DRIFT", "NOTE",
+    ]);
+    for i in instances {
+        let placed = !i.worker_id.is_empty();
+        t.row(vec![
+            i.instance_id.clone(),
+            if placed {
+                i.worker_id.clone()
+            } else {
+                "-".into()
+            },
+            if placed {
+                i.phase.to_string()
+            } else {
+                "unplaced".into()
+            },
+            if placed {
+                i.health.to_string()
+            } else {
+                "-".into()
+            },
+            short_path(&i.desired_closure),
+            if i.observed_closure.is_empty() {
+                "-".into()
+            } else {
+                short_path(&i.observed_closure)
+            },
+            if i.drifted {
+                "drifted".into()
+            } else {
+                "".into()
+            },
+            if placed {
+                i.message.clone()
+            } else {
+                i.unplaced_reason.clone()
+            },
+        ]);
+    }
+    t.render()
+}

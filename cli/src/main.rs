@@ -1,0 +1,5 @@
+//! `pcr-test`: see `cli::commands` for the commands.
+
+fn main() -> std::process::ExitCode {
+    cli::entry()
+}
