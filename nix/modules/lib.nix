@@ -1,0 +1,31 @@
+# Small helpers shared by the service modules.
+{ lib }:
+{
+  # "0.0.0.0:7000" / "[::]:7000" → 7000
+  portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
+
+  # Options every Procurator service has.
+  commonOptions = { name, binary }: {
+    enable = lib.mkEnableOption "the Procurator ${name}";
+    package = lib.mkOption {
+      type = lib.types.package;
+      description = "Package providing `bin/${binary}`.";
+    };
+    openFirewall = lib.mkOption {
+      type = lib.types.bool;
+      default = false;
+      description = "Open the ${name}'s listening port in the firewall.";
+    };
+    logLevel = lib.mkOption {
+      type = lib.types.str;
+      default = "info";
+      example = "info,worker=debug";
+      description = "`RUST_LOG` filter of the ${name}.";
+    };
+    extraArgs = lib.mkOption {
+      type = lib.types.listOf lib.types.str;
+      default = [ ];
+      description = "Further command-line arguments of `${binary}`.";
+    };
+  };
+}
