@@ -8,7 +8,8 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-/// The hashes to keep.
+/// The hashes to keep: paths last used after `cutoff` (so a zero retention keeps only what is
+/// pinned), pinned paths, and their closures.
 pub fn live_set<'a>(
     ages: impl IntoIterator<Item = (&'a str, i64)>,
     refs: &'a [(String, String)],
@@ -22,7 +23,7 @@ pub fn live_set<'a>(
     let mut stack: Vec<&str> = pins.iter().map(String::as_str).collect();
     stack.extend(
         ages.into_iter()
-            .filter(|(_, last_used)| *last_used >= cutoff)
+            .filter(|(_, last_used)| *last_used > cutoff)
             .map(|(hash, _)| hash),
     );
     let mut live = HashSet::new();

@@ -406,12 +406,12 @@ pub fn delete_path(conn: &Connection, hash: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// NAR files that no published path uses and that were uploaded before `cutoff` (younger ones
-/// may be waiting for their narinfo), with their sizes.
+/// NAR files that no published path uses and that were uploaded at or before `cutoff` (younger
+/// ones may be waiting for their narinfo), with their sizes.
 pub fn unused_nars(conn: &Connection, cutoff: i64) -> rusqlite::Result<Vec<(String, u64)>> {
     let mut stmt = conn.prepare(
         "SELECT file, file_size FROM nars
-         WHERE uploaded_at < ?1 AND NOT EXISTS (SELECT 1 FROM paths WHERE paths.nar_file = nars.file)",
+         WHERE uploaded_at <= ?1 AND NOT EXISTS (SELECT 1 FROM paths WHERE paths.nar_file = nars.file)",
     )?;
     let rows = stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))?;
     rows.collect()
