@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn analyze(path: &PathBuf) -> anyhow::Result<Analysis> {
+fn analyze(path: &std::path::Path) -> anyhow::Result<Analysis> {
     autonix::analyze(path, &ScanOptions::default())
         .with_context(|| format!("cannot scan {}", path.display()))
 }

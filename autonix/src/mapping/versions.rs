@@ -340,7 +340,7 @@ impl Catalog {
                 .zip(full)
                 .take(self.line_parts)
                 .all(|(a, b)| *a == b)
-                && parts.len() >= 1
+                && !parts.is_empty()
         })
     }
 

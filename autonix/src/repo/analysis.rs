@@ -78,15 +78,24 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
         let tools = tools_needed(&ctx, &out);
         mapping::toolchains::detect(&ctx, &tools, &mut out);
         languages(&ctx, &mut out);
-        let name = out
-            .detections
-            .iter()
-            .find_map(|d| match &d.facts {
-                Facts::Ecosystem(e) => e.package.clone(),
+        // The name comes from the ecosystem that builds the project: JavaScript tooling
+        // beside a Gemfile or a pyproject only builds assets, so its name is not the app's.
+        let package_of = |node: bool| {
+            out.detections.iter().find_map(|d| match &d.facts {
+                Facts::Ecosystem(e) if e.ecosystem.is_node() == node => e.package.clone(),
                 _ => None,
             })
-            .map(|p| sanitize_name(&p))
-            .unwrap_or_else(|| sanitize_name(if dir.is_empty() { name } else { dir.as_str() }));
+        };
+        let has_other = out.detections.iter().any(|d| {
+            matches!(&d.facts, Facts::Ecosystem(e) if !e.ecosystem.is_node() && e.ecosystem != EcosystemKind::Make)
+        });
+        let name = if has_other {
+            package_of(false)
+        } else {
+            package_of(true).or_else(|| package_of(false))
+        }
+        .map(|p| sanitize_name(&p))
+        .unwrap_or_else(|| sanitize_name(if dir.is_empty() { name } else { dir.as_str() }));
         projects.push(Project {
             path: if dir.is_empty() {
                 ".".into()

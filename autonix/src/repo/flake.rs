@@ -10,8 +10,8 @@ use std::collections::BTreeSet;
 
 use crate::mapping::versions::NIXPKGS_BRANCH;
 use crate::repo::model::{
-    Analysis, Ecosystem, EcosystemKind, Evidence, Facts, Finding, Framework, Process,
-    ProcessSource, Project, Service, TestCommand, TestSource, Tool, Toolchain,
+    Analysis, Ecosystem, EcosystemKind, Evidence, Facts, Finding, Process, ProcessSource, Project,
+    Service, TestCommand, TestSource, Tool, Toolchain,
 };
 
 /// Why a flake was not written.
@@ -39,7 +39,7 @@ const FALLBACK_PORT: u16 = 8080;
 pub fn generate(analysis: &Analysis) -> Result<String, FlakeError> {
     let errors: Vec<String> = analysis
         .errors()
-        .map(|(p, e)| format!("{} ({})", e.message, p.path))
+        .map(|(p, e)| format!("in {}: {}", p.path, e.message))
         .collect();
     if !errors.is_empty() {
         return Err(FlakeError::Refused(errors));
@@ -233,6 +233,15 @@ impl<'a> Plan<'a> {
             "./.".to_string()
         } else {
             format!("./{}", self.project.path)
+        }
+    }
+
+    /// A file of the project as a Nix path: `./Cargo.lock`, `./api/Cargo.lock`.
+    fn file(&self, name: &str) -> String {
+        if self.project.path == "." {
+            format!("./{name}")
+        } else {
+            format!("./{}/{name}", self.project.path)
         }
     }
 
@@ -705,7 +714,7 @@ impl<'a> Writer<'a> {
                     continue;
                 }
                 o.open(&format!(
-                    "{} = self.packages.${{pkgs.system}}.{}.overrideAttrs (old: {{",
+                    "{} = self.packages.${{pkgs.system}}.{}.overrideAttrs {{",
                     attr(&name),
                     attr(plan.name())
                 ));
@@ -715,7 +724,7 @@ impl<'a> Writer<'a> {
                 o.line(&nix_indented_line(&test.command));
                 o.line("runHook postCheck");
                 o.close("'';");
-                o.close("});");
+                o.close("};");
             }
         }
         if !any {
@@ -799,10 +808,11 @@ impl<'a> Writer<'a> {
     fn procurator(&mut self) {
         let o = &mut self.out;
         o.comment(
-            "Procurator cluster entry: one process workload per runnable project. Assumed: \
-             1 vCPU, 512 MiB and one replica each (adjust to the load), an HTTP health check on \
-             `/` of the service port, and that the process backend runs `exec` inside the \
-             package given as `closure` (Procurator's VmSpec fields).",
+            "Procurator cluster: the `cluster` options of Procurator's Nix library (nix/README.md). \
+             Deploy with `(procurator.lib.evalCluster { modules = [ { cluster = \
+             self.procurator.cluster; } ]; }).outputs`. One supervised process per runnable \
+             project. Assumed: 1 vCPU, 512 MiB and one replica each (adjust to the load), and an \
+             HTTP health check on `/` of the service port.",
         );
         o.open("procurator.cluster = {");
         o.line(&format!("name = {};", nix_str(&self.analysis.name)));
@@ -832,20 +842,21 @@ impl<'a> Writer<'a> {
             o.comment(&format!("Port {port}: {why}."));
             o.open(&format!("{} = {{", attr(plan.name())));
             o.line(&format!("cpu = {DEFAULT_CPU};"));
-            o.line(&format!("memoryMb = {DEFAULT_MEMORY_MB};"));
+            o.line(&format!("memory = {DEFAULT_MEMORY_MB};"));
             o.line("replicas = 1;");
             o.line(&format!(
-                "closure = self.packages.x86_64-linux.{};",
+                "package = self.packages.x86_64-linux.{};",
                 attr(pkg)
             ));
             o.line(&format!("exec = {};", nix_str(&format!("bin/{prog}"))));
+            o.line(&format!("env.PORT = {};", nix_str(&port.to_string())));
             o.open("deployment = {");
             o.line("backend = \"process\";");
             o.line(&format!(
                 "healthChecks = [ {{ type = \"http\"; port = {port}; path = \"/\"; }} ];"
             ));
             o.close("};");
-            o.line(&format!("ports = [ {{ guest = {port}; }} ];"));
+            o.line(&format!("ports.http.guest = {port};"));
             o.close("};");
         }
         o.close("};");
@@ -918,36 +929,49 @@ fn package(o: &mut Out, plan: &Plan<'_>) -> bool {
             o.line(&call);
         }
         Builder::Rust => {
-            let rust = plan.toolchain(Tool::Rust);
-            let builder_expr = match rust {
+            match plan.toolchain(Tool::Rust) {
                 Some(t) if t.nixpkgs.starts_with("rust-bin") => {
                     o.comment(&format!("Rust {}: {}.", t.version, t.reason));
-                    let toolchain = &t.nixpkgs;
-                    format!(
-                        "(let toolchain = pkgs.{toolchain}; in pkgs.makeRustPlatform {{ cargo = toolchain; rustc = toolchain; }}).buildRustPackage"
-                    )
+                    o.line(&format!("{} =", attr(name)));
+                    o.depth += 1;
+                    o.open("let");
+                    o.line(&format!("toolchain = pkgs.{};", t.nixpkgs));
+                    o.line("rustPlatform = pkgs.makeRustPlatform { cargo = toolchain; rustc = toolchain; };");
+                    o.close("in");
+                    o.open("rustPlatform.buildRustPackage {");
                 }
                 Some(t) => {
                     o.comment(&format!("Rust {}: {}.", t.version, t.reason));
-                    "pkgs.rustPlatform.buildRustPackage".to_string()
+                    o.open(&format!(
+                        "{} = pkgs.rustPlatform.buildRustPackage {{",
+                        attr(name)
+                    ));
                 }
-                None => "pkgs.rustPlatform.buildRustPackage".to_string(),
-            };
-            o.open(&format!("{} = {builder_expr} {{", attr(name)));
+                None => o.open(&format!(
+                    "{} = pkgs.rustPlatform.buildRustPackage {{",
+                    attr(name)
+                )),
+            }
             o.line(&format!("pname = {};", nix_str(name)));
             o.line(&format!("version = {};", nix_str(&version)));
             o.line(&format!("src = {src};"));
-            match &eco.lockfile {
-                Some(_) => o.line(&format!("cargoLock.lockFile = {src}/Cargo.lock;")),
-                None => {
-                    o.comment("Cargo.lock is missing: commit it (`cargo generate-lockfile`), this build needs it.");
-                    o.line(&format!("cargoLock.lockFile = {src}/Cargo.lock;"));
-                }
+            if eco.lockfile.is_none() {
+                o.comment("Cargo.lock is missing: commit it (`cargo generate-lockfile`), this build needs it.");
             }
+            o.line(&format!(
+                "cargoLock.lockFile = {};",
+                plan.file("Cargo.lock")
+            ));
             if let Some(main) = plan.main_program(builder, eco) {
                 o.line(&format!("meta.mainProgram = {};", nix_str(&main)));
             }
             o.close("};");
+            if plan
+                .toolchain(Tool::Rust)
+                .is_some_and(|t| t.nixpkgs.starts_with("rust-bin"))
+            {
+                o.depth -= 1;
+            }
         }
         Builder::Go => {
             let go = toolchain_expr(plan, Tool::Go, "go_1_23");
@@ -1017,7 +1041,7 @@ fn package(o: &mut Out, plan: &Plan<'_>) -> bool {
                     o.line(&format!("version = {};", nix_str(&version)));
                     o.line(&format!("src = {src};"));
                     o.open("yarnOfflineCache = pkgs.fetchYarnDeps {");
-                    o.line(&format!("yarnLock = {src}/yarn.lock;"));
+                    o.line(&format!("yarnLock = {};", plan.file("yarn.lock")));
                     o.comment("The first build reports the real hash.");
                     o.line("hash = lib.fakeHash;");
                     o.close("};");

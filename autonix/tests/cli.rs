@@ -1,0 +1,99 @@
+//! The `autonix` binary end to end: scan, explain and flake on fixture repositories.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(case)
+}
+
+fn autonix(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_autonix"))
+        .args(args)
+        .output()
+        .expect("autonix runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn scan_prints_projects_and_json() {
+    let root = fixture("monorepo-polyglot");
+    let out = autonix(&["scan", root.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let human = text(&out.stdout);
+    for needle in [
+        "api (api)",
+        "web (web)",
+        "worker (worker)",
+        "go test -race ./...",
+    ] {
+        assert!(human.contains(needle), "{needle:?} missing in:\n{human}");
+    }
+    let out = autonix(&["scan", "--json", root.to_str().expect("utf-8 path")]);
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    assert_eq!(json["projects"].as_array().map(Vec::len), Some(4));
+    assert_eq!(json["schema"], 1);
+}
+
+#[test]
+fn explain_shows_evidence_with_lines() {
+    let out = autonix(&[
+        "explain",
+        fixture("node-conflicting-versions").to_str().expect("path"),
+    ]);
+    assert!(out.status.success());
+    let s = text(&out.stdout);
+    assert!(s.contains(".nvmrc:1 — .nvmrc pins node 18"), "{s}");
+    assert!(s.contains("warning: conflicting node versions"), "{s}");
+}
+
+#[test]
+fn flake_writes_file_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let target = dir.path().join("flake.nix");
+    let target_s = target.to_str().expect("path");
+    let src = fixture("go-gin");
+    let src_s = src.to_str().expect("path");
+    let out = autonix(&["flake", src_s, "-o", target_s]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let written = std::fs::read_to_string(&target).expect("flake written");
+    assert!(written.contains("pkgs.buildGo123Module"), "{written}");
+    let again = autonix(&["flake", src_s, "-o", target_s]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("pass --force"),
+        "{}",
+        text(&again.stderr)
+    );
+    let forced = autonix(&["flake", src_s, "-o", target_s, "--force"]);
+    assert!(forced.status.success());
+}
+
+#[test]
+fn flake_refuses_unsatisfiable_versions_loudly() {
+    let out = autonix(&[
+        "flake",
+        fixture("node-unsatisfiable").to_str().expect("path"),
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("node v14.21.3 is requested at .nvmrc:1"),
+        "{err}"
+    );
+    assert!(err.contains("only provides node 18, 20, 22, 23"), "{err}");
+    assert!(out.stdout.is_empty(), "nothing is half-written");
+}
+
+#[test]
+fn missing_path_is_a_clear_error() {
+    let out = autonix(&["scan", "/nonexistent/autonix-test"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot scan /nonexistent/autonix-test"));
+}

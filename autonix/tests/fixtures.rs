@@ -1,0 +1,130 @@
+//! Snapshot tests over the fixture repositories in `tests/fixtures/<case>/`: the analysis
+//! (JSON) and the generated flake of each, every flake parse-checked by the real
+//! `nix-instantiate --parse`, and every result checked to be byte-for-byte reproducible.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use autonix::{Analysis, ScanOptions};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Cases whose interesting parts git cannot hold (symlinks, FIFOs, ignored files) are
+/// copied to a temporary directory of the same name and completed there.
+fn prepare(case: &str) -> (Option<tempfile::TempDir>, PathBuf) {
+    let source = fixtures().join(case);
+    match case {
+        "symlink-loop" | "ignored-and-vendored" => {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let root = tmp.path().join(case);
+            copy_dir(&source, &root);
+            if case == "symlink-loop" {
+                std::os::unix::fs::symlink(".", root.join("self")).expect("symlink");
+                std::os::unix::fs::symlink("../..", root.join("lib/up")).expect("symlink");
+                std::os::unix::fs::symlink("/etc/passwd", root.join("package-lock-link.json"))
+                    .expect("symlink");
+                std::os::unix::fs::symlink("missing", root.join("dangling")).expect("symlink");
+                let status = Command::new("mkfifo")
+                    .arg(root.join("pipe"))
+                    .status()
+                    .expect("mkfifo runs");
+                assert!(status.success(), "mkfifo failed");
+            } else {
+                std::fs::create_dir_all(root.join("generated")).expect("mkdir");
+                std::fs::write(
+                    root.join("generated/Cargo.toml"),
+                    "[package]\nname = \"should-not-appear\"\nversion = \"0.0.0\"\n",
+                )
+                .expect("write");
+                std::fs::write(root.join("debug.log"), "noise\n").expect("write");
+            }
+            (Some(tmp), root)
+        }
+        _ => (None, source),
+    }
+}
+
+fn analyze(path: &Path) -> Analysis {
+    autonix::analyze(path, &ScanOptions::default()).expect("analysis")
+}
+
+fn flake_or_error(analysis: &Analysis) -> (String, bool) {
+    match autonix::generate_flake(analysis) {
+        Ok(text) => (text, true),
+        Err(e) => (format!("error: {e}\n"), false),
+    }
+}
+
+fn parse_check(case: &str, flake: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("flake.nix");
+    std::fs::write(&path, flake).expect("write flake");
+    let out = Command::new("nix-instantiate")
+        .arg("--parse")
+        .arg(&path)
+        .env(
+            "NIX_CONFIG",
+            "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false",
+        )
+        .output()
+        .expect("nix-instantiate is installed");
+    assert!(
+        out.status.success(),
+        "{case}: generated flake does not parse:\n{}\n{flake}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_fixture_matches_its_snapshots_and_parses() {
+    let mut cases: Vec<String> = std::fs::read_dir(fixtures())
+        .expect("fixtures dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 40, "only {} fixtures", cases.len());
+    let mut parsed = 0;
+    for case in &cases {
+        let (_guard, root) = prepare(case);
+        let analysis = analyze(&root);
+        let json = serde_json::to_string_pretty(&analysis).expect("json");
+        let back: Analysis = serde_json::from_str(&json).expect("analysis JSON reads back");
+        assert_eq!(back, analysis, "{case}: JSON round trip");
+        let (flake, ok) = flake_or_error(&analysis);
+        // The walk is parallel: a second run must give the same bytes.
+        let again = analyze(&root);
+        assert_eq!(again, analysis, "{case}: analysis is not reproducible");
+        assert_eq!(
+            flake_or_error(&again).0,
+            flake,
+            "{case}: flake is not reproducible"
+        );
+        insta::with_settings!({ prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_snapshot!(format!("{case}.analysis"), json);
+            insta::assert_snapshot!(format!("{case}.flake"), flake);
+        });
+        if ok {
+            parse_check(case, &flake);
+            parsed += 1;
+        }
+    }
+    // Most fixtures must produce a flake; the refusals are deliberate (see their snapshots).
+    assert!(parsed >= 40, "only {parsed} fixtures produced a flake");
+}
