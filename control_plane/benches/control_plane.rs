@@ -23,7 +23,9 @@ use schema::worker_capnp::worker_callback;
 
 fn closure(i: usize) -> String {
     let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";
-    let hash: String = (0..32).map(|k| alphabet[(i * 7 + k * 13) % 32] as char).collect();
+    let hash: String = (0..32)
+        .map(|k| alphabet[(i * 7 + k * 13) % 32] as char)
+        .collect();
     format!("/nix/store/{hash}-svc{i}")
 }
 
@@ -80,7 +82,12 @@ fn bench_scheduler(runs: usize) {
         );
     }
     // A new generation that changes every closure but keeps sizes: everything stays put.
-    let first = schedule(&specs, PlacementStrategy::Spread, &workers, &BTreeMap::new());
+    let first = schedule(
+        &specs,
+        PlacementStrategy::Spread,
+        &workers,
+        &BTreeMap::new(),
+    );
     let next = self::specs(1_000, 10, 1);
     let mut times = Vec::new();
     for _ in 0..runs {
@@ -122,8 +129,11 @@ where
             .build()
             .expect("runtime");
         tokio::task::LocalSet::new().block_on(&rt, async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            tx.send(listener.local_addr().expect("addr")).expect("send addr");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            tx.send(listener.local_addr().expect("addr"))
+                .expect("send addr");
             f(listener).await;
         });
     });
@@ -155,7 +165,14 @@ fn start_control_plane(dir: &std::path::Path) -> (std::net::SocketAddr, String) 
     let tokens = Tokens::new(op.clone(), "worker-token".into());
     let addr = server_thread(move |listener| async move {
         let store = Store::open(&db, false).expect("db");
-        let cluster = Cluster::load(store, Config { lease: Duration::from_secs(3600), ..Config::default() }).expect("load");
+        let cluster = Cluster::load(
+            store,
+            Config {
+                lease: Duration::from_secs(3600),
+                ..Config::default()
+            },
+        )
+        .expect("load");
         let server = Server::new(cluster);
         let _ = control_plane::rpc::serve(listener, Rc::clone(&server), tokens).await;
     });
@@ -178,7 +195,10 @@ fn bench_rpc(n: usize) {
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let (cp_addr, token) = start_control_plane(dir.path());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     tokio::task::LocalSet::new().block_on(&rt, async move {
         // Echo: a call with one integer argument to a server that does nothing.
         let stream = tokio::net::TcpStream::connect(echo_addr).await.expect("connect echo");
@@ -268,7 +288,10 @@ fn bench_publish(runs: usize) {
     println!("\n## publishState of a 1,000-VM blueprint (1,000 instances, 100 workers), end to end with the SQLite commit");
     let dir = tempfile::tempdir().expect("tempdir");
     let (cp_addr, token) = start_control_plane(dir.path());
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     tokio::task::LocalSet::new().block_on(&rt, async move {
         let (master, _conn) = schema::net::connect_master(&cp_addr.to_string(), &token).await.expect("login");
         let op = MasterClient::new(master);
@@ -307,7 +330,10 @@ fn bench_publish(runs: usize) {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    println!("control plane benchmarks ({})\n", if quick { "quick" } else { "full" });
+    println!(
+        "control plane benchmarks ({})\n",
+        if quick { "quick" } else { "full" }
+    );
     bench_scheduler(if quick { 3 } else { 11 });
     bench_rpc(if quick { 2_000 } else { 20_000 });
     bench_publish(if quick { 4 } else { 11 });

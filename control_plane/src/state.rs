@@ -1013,6 +1013,8 @@ impl Cluster {
             workers,
             instances,
             revision: self.revision,
+            rollouts: Vec::new(),
+            last_good_generation: 0,
         }
     }
 
@@ -1061,6 +1063,7 @@ fn generation_info(g: &StoredGeneration) -> GenerationInfo {
         published_at_ms: g.published_at_ms,
         vm_count: g.specs.len() as u32,
         status: g.status.clone(),
+        reason: String::new(),
     }
 }
 

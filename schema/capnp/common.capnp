@@ -225,6 +225,25 @@ struct InstanceStatus {
   restarts @14 :UInt32;
   cpuPercent @15 :Float32;
   memoryBytes @16 :UInt64;
+  # The generation whose spec this instance runs (it trails the active one during a rollout).
+  generation @17 :UInt64;
+}
+
+enum RolloutPhase {
+  complete @0;
+  progressing @1;
+  waitingForPromotion @2;   # canary healthy, autoPromote off
+  failed @3;
+}
+
+# How far the active generation has rolled out, per VM.
+struct RolloutStatus {
+  vmName @0 :Text;
+  phase @1 :RolloutPhase;
+  generation @2 :UInt64;
+  updated @3 :UInt32;       # instances running the generation's spec, proven healthy
+  total @4 :UInt32;
+  message @5 :Text;
 }
 
 struct GenerationInfo {
@@ -233,7 +252,9 @@ struct GenerationInfo {
   intentHash @2 :Text;
   publishedAtMs @3 :UInt64;
   vmCount @4 :UInt32;
-  status @5 :Text;              # active, superseded, failed, rolledBack
+  status @5 :Text;              # active, superseded, failed, rolled-back
+  # Why it failed or was rolled back.
+  reason @6 :Text;
 }
 
 struct ClusterStatus {
@@ -247,6 +268,9 @@ struct ClusterStatus {
   workers @6 :List(WorkerStatus);
   instances @7 :List(InstanceStatus);
   revision @8 :UInt64;
+  rollouts @9 :List(RolloutStatus);
+  # The last generation that rolled out completely; automatic rollbacks return to it.
+  lastGoodGeneration @10 :UInt64;
 }
 
 enum EventKind {
@@ -259,6 +283,9 @@ enum EventKind {
   instanceHealth @6;
   unplaced @7;
   other @8;
+  rollout @9;
+  rollback @10;
+  workerState @11;
 }
 
 struct Event {

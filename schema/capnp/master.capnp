@@ -36,6 +36,24 @@ interface Master extends(WorkerGateway) {
   listGenerations @4 (limit :UInt32) -> (result :GenerationsResult);
   listEvents @5 (sinceSeq :UInt64, limit :UInt32) -> (result :EventsResult);
   getGeneration @6 (generation :UInt64) -> (result :GenerationResult);
+  # No new instances; existing ones stay.
+  cordon @7 (workerId :Text) -> (result :ActionResult);
+  uncordon @8 (workerId :Text) -> (result :ActionResult);
+  # Moves instances off, at most `maxUnavailable` of each VM at a time; cordoned when empty.
+  drain @9 (workerId :Text) -> (result :ActionResult);
+  # Makes `toGeneration` active again (0: the last generation that rolled out completely);
+  # the generation it replaces is recorded as rolled back.
+  rollback @10 (toGeneration :UInt64) -> (result :ActionResult);
+  # Lets a canary rollout of `vmName` continue to all instances.
+  promote @11 (vmName :Text) -> (result :ActionResult);
+}
+
+struct ActionResult {
+  union {
+    # What was done, as a sentence.
+    ok @0 :Text;
+    err @1 :Common.Error;
+  }
 }
 
 # Operator tools implement this to receive cluster events as they happen.

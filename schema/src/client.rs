@@ -6,9 +6,9 @@ use tokio::sync::mpsc;
 
 use crate::convert::*;
 use crate::master_capnp::{
-    assignment_result, event_sink, events_result, generation_result, generations_result, master,
-    publish_result, push_result, register_result, status_result, subscription, watch_result,
-    worker_gateway, worker_result,
+    action_result, assignment_result, event_sink, events_result, generation_result,
+    generations_result, master, publish_result, push_result, register_result, status_result,
+    subscription, watch_result, worker_gateway, worker_result,
 };
 use crate::model::*;
 use crate::worker_capnp::worker_callback;
@@ -269,6 +269,45 @@ impl MasterClient {
         }
     }
 
+    /// No new instances on the worker; its instances stay.
+    pub async fn cordon(&self, worker_id: &str) -> Result<String> {
+        let mut req = self.inner.cordon_request();
+        req.get().set_worker_id(worker_id);
+        let resp = req.send().promise.await?;
+        action_result(resp.get()?.get_result()?)
+    }
+
+    pub async fn uncordon(&self, worker_id: &str) -> Result<String> {
+        let mut req = self.inner.uncordon_request();
+        req.get().set_worker_id(worker_id);
+        let resp = req.send().promise.await?;
+        action_result(resp.get()?.get_result()?)
+    }
+
+    /// Moves the worker's instances elsewhere, respecting each VM's `maxUnavailable`.
+    pub async fn drain(&self, worker_id: &str) -> Result<String> {
+        let mut req = self.inner.drain_request();
+        req.get().set_worker_id(worker_id);
+        let resp = req.send().promise.await?;
+        action_result(resp.get()?.get_result()?)
+    }
+
+    /// Makes `to` active again; 0 means the last generation that rolled out completely.
+    pub async fn rollback(&self, to: u64) -> Result<String> {
+        let mut req = self.inner.rollback_request();
+        req.get().set_to_generation(to);
+        let resp = req.send().promise.await?;
+        action_result(resp.get()?.get_result()?)
+    }
+
+    /// Lets a canary rollout continue to every instance of `vm`.
+    pub async fn promote(&self, vm: &str) -> Result<String> {
+        let mut req = self.inner.promote_request();
+        req.get().set_vm_name(vm);
+        let resp = req.send().promise.await?;
+        action_result(resp.get()?.get_result()?)
+    }
+
     /// Subscribes to cluster events after `since_seq`. Events arrive on the receiver in
     /// batches; dropping the returned [`Subscription`] ends the stream.
     pub async fn watch(
@@ -285,6 +324,13 @@ impl MasterClient {
             watch_result::Ok(handle) => Ok((Subscription { _handle: handle? }, rx)),
             watch_result::Err(e) => Err(read_error(e?)?.into()),
         }
+    }
+}
+
+fn action_result(r: action_result::Reader<'_>) -> Result<String> {
+    match r.which()? {
+        action_result::Ok(t) => Ok(text(t)?),
+        action_result::Err(e) => Err(read_error(e?)?.into()),
     }
 }
 

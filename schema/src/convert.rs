@@ -483,6 +483,7 @@ pub fn write_instance_status(mut b: c::instance_status::Builder<'_>, s: &Instanc
     b.set_restarts(s.restarts);
     b.set_cpu_percent(s.cpu_percent);
     b.set_memory_bytes(s.memory_bytes);
+    b.set_generation(s.generation);
 }
 
 pub fn read_instance_status(r: c::instance_status::Reader<'_>) -> R<InstanceStatus> {
@@ -504,6 +505,45 @@ pub fn read_instance_status(r: c::instance_status::Reader<'_>) -> R<InstanceStat
         restarts: r.get_restarts(),
         cpu_percent: r.get_cpu_percent(),
         memory_bytes: r.get_memory_bytes(),
+        generation: r.get_generation(),
+    })
+}
+
+fn rollout_phase_to_wire(p: RolloutPhase) -> c::RolloutPhase {
+    match p {
+        RolloutPhase::Complete => c::RolloutPhase::Complete,
+        RolloutPhase::Progressing => c::RolloutPhase::Progressing,
+        RolloutPhase::WaitingForPromotion => c::RolloutPhase::WaitingForPromotion,
+        RolloutPhase::Failed => c::RolloutPhase::Failed,
+    }
+}
+
+fn read_rollout_phase(p: Result<c::RolloutPhase, capnp::NotInSchema>) -> RolloutPhase {
+    match p {
+        Ok(c::RolloutPhase::Progressing) => RolloutPhase::Progressing,
+        Ok(c::RolloutPhase::WaitingForPromotion) => RolloutPhase::WaitingForPromotion,
+        Ok(c::RolloutPhase::Failed) => RolloutPhase::Failed,
+        Ok(c::RolloutPhase::Complete) | Err(_) => RolloutPhase::Complete,
+    }
+}
+
+pub fn write_rollout(mut b: c::rollout_status::Builder<'_>, r: &RolloutStatus) {
+    b.set_vm_name(r.vm_name.as_str());
+    b.set_phase(rollout_phase_to_wire(r.phase));
+    b.set_generation(r.generation);
+    b.set_updated(r.updated);
+    b.set_total(r.total);
+    b.set_message(r.message.as_str());
+}
+
+pub fn read_rollout(r: c::rollout_status::Reader<'_>) -> R<RolloutStatus> {
+    Ok(RolloutStatus {
+        vm_name: text(r.get_vm_name())?,
+        phase: read_rollout_phase(r.get_phase()),
+        generation: r.get_generation(),
+        updated: r.get_updated(),
+        total: r.get_total(),
+        message: text(r.get_message())?,
     })
 }
 
@@ -515,6 +555,13 @@ pub fn write_cluster_status(mut b: c::cluster_status::Builder<'_>, s: &ClusterSt
     b.set_published_at_ms(s.published_at_ms);
     b.set_convergence_percent(s.convergence_percent);
     b.set_revision(s.revision);
+    b.set_last_good_generation(s.last_good_generation);
+    {
+        let mut list = b.reborrow().init_rollouts(s.rollouts.len() as u32);
+        for (i, r) in s.rollouts.iter().enumerate() {
+            write_rollout(list.reborrow().get(i as u32), r);
+        }
+    }
     {
         let mut list = b.reborrow().init_workers(s.workers.len() as u32);
         for (i, w) in s.workers.iter().enumerate() {
@@ -546,6 +593,12 @@ pub fn read_cluster_status(r: c::cluster_status::Reader<'_>) -> R<ClusterStatus>
         workers,
         instances,
         revision: r.get_revision(),
+        rollouts: r
+            .get_rollouts()?
+            .iter()
+            .map(read_rollout)
+            .collect::<R<_>>()?,
+        last_good_generation: r.get_last_good_generation(),
     })
 }
 
@@ -556,6 +609,7 @@ pub fn write_generation_info(mut b: c::generation_info::Builder<'_>, g: &Generat
     b.set_published_at_ms(g.published_at_ms);
     b.set_vm_count(g.vm_count);
     b.set_status(g.status.as_str());
+    b.set_reason(g.reason.as_str());
 }
 
 pub fn read_generation_info(r: c::generation_info::Reader<'_>) -> R<GenerationInfo> {
@@ -566,6 +620,7 @@ pub fn read_generation_info(r: c::generation_info::Reader<'_>) -> R<GenerationIn
         published_at_ms: r.get_published_at_ms(),
         vm_count: r.get_vm_count(),
         status: text(r.get_status())?,
+        reason: text(r.get_reason())?,
     })
 }
 
@@ -580,6 +635,9 @@ fn event_kind_to_wire(k: EventKind) -> c::EventKind {
         EventKind::InstanceHealth => c::EventKind::InstanceHealth,
         EventKind::Unplaced => c::EventKind::Unplaced,
         EventKind::Other => c::EventKind::Other,
+        EventKind::Rollout => c::EventKind::Rollout,
+        EventKind::Rollback => c::EventKind::Rollback,
+        EventKind::WorkerState => c::EventKind::WorkerState,
     }
 }
 
@@ -593,6 +651,9 @@ fn read_event_kind(k: Result<c::EventKind, capnp::NotInSchema>) -> EventKind {
         Ok(c::EventKind::InstancePhase) => EventKind::InstancePhase,
         Ok(c::EventKind::InstanceHealth) => EventKind::InstanceHealth,
         Ok(c::EventKind::Unplaced) => EventKind::Unplaced,
+        Ok(c::EventKind::Rollout) => EventKind::Rollout,
+        Ok(c::EventKind::Rollback) => EventKind::Rollback,
+        Ok(c::EventKind::WorkerState) => EventKind::WorkerState,
         Ok(c::EventKind::Other) | Err(_) => EventKind::Other,
     }
 }

@@ -752,6 +752,40 @@ pub struct InstanceStatus {
     pub restarts: u32,
     pub cpu_percent: f32,
     pub memory_bytes: u64,
+    /// The generation whose spec this instance runs.
+    pub generation: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RolloutPhase {
+    #[default]
+    Complete,
+    Progressing,
+    WaitingForPromotion,
+    Failed,
+}
+
+impl RolloutPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutPhase::Complete => "complete",
+            RolloutPhase::Progressing => "progressing",
+            RolloutPhase::WaitingForPromotion => "waiting-for-promotion",
+            RolloutPhase::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RolloutStatus {
+    pub vm_name: String,
+    pub phase: RolloutPhase,
+    pub generation: u64,
+    pub updated: u32,
+    pub total: u32,
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -763,6 +797,7 @@ pub struct GenerationInfo {
     pub published_at_ms: u64,
     pub vm_count: u32,
     pub status: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -777,6 +812,8 @@ pub struct ClusterStatus {
     pub workers: Vec<WorkerStatus>,
     pub instances: Vec<InstanceStatus>,
     pub revision: u64,
+    pub rollouts: Vec<RolloutStatus>,
+    pub last_good_generation: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -792,6 +829,9 @@ pub enum EventKind {
     Unplaced,
     #[default]
     Other,
+    Rollout,
+    Rollback,
+    WorkerState,
 }
 
 impl EventKind {
@@ -806,6 +846,9 @@ impl EventKind {
             EventKind::InstanceHealth => "instance-health",
             EventKind::Unplaced => "unplaced",
             EventKind::Other => "other",
+            EventKind::Rollout => "rollout",
+            EventKind::Rollback => "rollback",
+            EventKind::WorkerState => "worker-state",
         }
     }
 
@@ -819,6 +862,9 @@ impl EventKind {
             EventKind::InstancePhase,
             EventKind::InstanceHealth,
             EventKind::Unplaced,
+            EventKind::Rollout,
+            EventKind::Rollback,
+            EventKind::WorkerState,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
