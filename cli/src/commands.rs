@@ -64,6 +64,17 @@ pub enum Command {
         #[command(subcommand)]
         command: GenerationsCommand,
     },
+    /// Make an earlier generation active again.
+    Rollback {
+        /// Generation to return to (default: the last one that rolled out completely).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Rollouts of the active generation.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Cluster events; `--follow` streams new ones as they happen.
     Events {
         /// Keep printing events as they happen.
@@ -126,6 +137,23 @@ pub enum WorkersCommand {
         #[arg(long)]
         json: bool,
     },
+    /// No new instances on this worker; its instances stay.
+    Cordon { id: String },
+    /// Take new instances again.
+    Uncordon { id: String },
+    /// Move the worker's instances elsewhere, at most maxUnavailable of each VM at a time.
+    Drain { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutCommand {
+    /// Where each VM's rollout stands.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let a canary rollout continue to every instance.
+    Promote { vm: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -239,6 +267,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Workers { command } => match command {
+            WorkersCommand::Cordon { id } => println!("{}", op.cordon(&id).await?),
+            WorkersCommand::Uncordon { id } => println!("{}", op.uncordon(&id).await?),
+            WorkersCommand::Drain { id } => println!("{}", op.drain(&id).await?),
             WorkersCommand::List { json } => {
                 let status = op.cluster_status().await?;
                 if json {
@@ -293,6 +324,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         },
+        Command::Rollback { to } => println!("{}", op.rollback(to.unwrap_or(0)).await?),
+        Command::Rollout {
+            command: RolloutCommand::Promote { vm },
+        } => println!("{}", op.promote(&vm).await?),
+        Command::Rollout {
+            command: RolloutCommand::Status { json },
+        } => {
+            let status = op.cluster_status().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status.rollouts)?);
+            } else {
+                print!("{}", render_rollouts(&status));
+            }
+        }
         Command::Vms {
             command: VmsCommand::List { json },
         } => {
@@ -417,10 +462,40 @@ pub fn render_status(s: &ClusterStatus, now: u64) -> String {
             s.convergence_percent
         ));
     }
+    if s.rollouts.iter().any(|r| r.phase != RolloutPhase::Complete) {
+        out.push('\n');
+        out.push_str(&render_rollouts(s));
+    }
     out.push('\n');
     out.push_str(&render_workers(&s.workers, now));
     out.push('\n');
     out.push_str(&render_instances(&s.instances));
+    out
+}
+
+pub fn render_rollouts(s: &ClusterStatus) -> String {
+    if s.rollouts.is_empty() {
+        return "no rollouts: nothing has been published\n".to_string();
+    }
+    let mut out = format!(
+        "generation {} rolling out · last good generation {}\n",
+        s.active_generation,
+        if s.last_good_generation == 0 {
+            "none".to_string()
+        } else {
+            s.last_good_generation.to_string()
+        }
+    );
+    let mut t = Table::new(&["VM", "ROLLOUT", "UPDATED", "NOTE"]);
+    for r in &s.rollouts {
+        t.row(vec![
+            r.vm_name.clone(),
+            r.phase.as_str().to_string(),
+            format!("{}/{}", r.updated, r.total),
+            r.message.clone(),
+        ]);
+    }
+    out.push_str(&t.render());
     out
 }
 

@@ -1,5 +1,8 @@
 //! `pcr-test` as a user runs it, against a real control plane process.
 
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::process::{Command, Output};
 
 use schema::model::ClusterStatus;

@@ -117,6 +117,7 @@ fn load_or_create(path: &Path) -> Result<String, AuthError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -109,7 +109,8 @@ fn main() -> anyhow::Result<()> {
             ));
             tokio::spawn(control_plane::http::serve(http_listener, snapshot));
         }
-        let period = (config.lease / 10).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        // Leases are checked to a tenth of their length; rollouts look at reports within 200 ms.
+        let period = (config.lease / 10).clamp(Duration::from_millis(50), Duration::from_millis(200));
         tokio::task::spawn_local(Rc::clone(&server).expire_leases_every(period));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {

@@ -16,7 +16,7 @@ use futures::future::ready;
 use schema::common_capnp::error;
 use schema::convert::*;
 use schema::master_capnp::{bootstrap, master, subscription, worker_gateway};
-use schema::model::Event;
+use schema::model::{Event, WorkerState};
 use schema::worker_capnp::worker_callback;
 use schema::{ErrorCode, RemoteError};
 use tokio::net::TcpListener;
@@ -87,16 +87,33 @@ impl Server {
         }
     }
 
-    /// Checks leases every `period`; runs until the process ends.
+    /// Runs an operator action and answers with its sentence.
+    fn action(
+        self: &Rc<Self>,
+        mut result: schema::master_capnp::action_result::Builder<'_>,
+        run: impl FnOnce(&mut Cluster) -> Result<(String, Outcome), RemoteError>,
+    ) {
+        let outcome = run(&mut self.cluster.borrow_mut());
+        match outcome {
+            Ok((message, outcome)) => {
+                tracing::info!("{message}");
+                result.set_ok(message.as_str());
+                self.dispatch(outcome);
+            }
+            Err(e) => write_error(result.init_err(), &e),
+        }
+    }
+
+    /// Checks leases and rollouts every `period`; runs until the process ends.
     pub async fn expire_leases_every(self: Rc<Self>, period: Duration) {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let outcome = self.cluster.borrow_mut().expire_leases(Instant::now());
+            let outcome = self.cluster.borrow_mut().tick(Instant::now());
             match outcome {
                 Ok(o) => self.dispatch(o),
-                Err(e) => tracing::error!("lease check failed: {e}"),
+                Err(e) => tracing::error!("periodic check failed: {e}"),
             }
         }
     }
@@ -545,6 +562,58 @@ impl master::Server for MasterImpl {
         ready(result)
     }
 
+    fn cordon(
+        self: CapRc<Self>,
+        params: master::CordonParams,
+        results: master::CordonResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        self.cordon_impl(params, results)
+    }
+
+    fn uncordon(
+        self: CapRc<Self>,
+        params: master::UncordonParams,
+        results: master::UncordonResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        self.uncordon_impl(params, results)
+    }
+
+    fn drain(
+        self: CapRc<Self>,
+        params: master::DrainParams,
+        results: master::DrainResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        self.drain_impl(params, results)
+    }
+
+    fn rollback(
+        self: CapRc<Self>,
+        params: master::RollbackParams,
+        mut results: master::RollbackResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let to = params.get()?.get_to_generation();
+            self.server
+                .action(results.get().init_result(), |c| c.rollback(to));
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn promote(
+        self: CapRc<Self>,
+        params: master::PromoteParams,
+        mut results: master::PromoteResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let vm = text(params.get()?.get_vm_name())?;
+            self.server
+                .action(results.get().init_result(), |c| c.promote(&vm));
+            Ok(())
+        })();
+        ready(result)
+    }
+
     fn get_generation(
         self: CapRc<Self>,
         params: master::GetGenerationParams,
@@ -565,6 +634,46 @@ impl master::Server for MasterImpl {
         })();
         ready(result)
     }
+}
+
+macro_rules! worker_action {
+    ($name:ident, $params:ty, $results:ty, $state:expr) => {
+        fn $name(
+            self: CapRc<Self>,
+            params: $params,
+            mut results: $results,
+        ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+            let result = (|| {
+                let id = text(params.get()?.get_worker_id())?;
+                self.server.action(results.get().init_result(), |c| {
+                    c.set_worker_state(&id, $state)
+                });
+                Ok(())
+            })();
+            ready(result)
+        }
+    };
+}
+
+impl MasterImpl {
+    worker_action!(
+        cordon_impl,
+        master::CordonParams,
+        master::CordonResults,
+        WorkerState::Cordoned
+    );
+    worker_action!(
+        uncordon_impl,
+        master::UncordonParams,
+        master::UncordonResults,
+        WorkerState::Ready
+    );
+    worker_action!(
+        drain_impl,
+        master::DrainParams,
+        master::DrainResults,
+        WorkerState::Draining
+    );
 }
 
 struct SubscriptionImpl {

@@ -290,6 +290,7 @@ fn explain(spec: &VmSpec, slots: &[Slot], ports: &[u16]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

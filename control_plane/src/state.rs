@@ -1,12 +1,21 @@
 //! The cluster as the control plane knows it, and every request that changes it.
 //!
 //! Each operation works the same way: check the request, compute a [`Change`] without touching
-//! anything (placements via the pure [`crate::scheduler`]), write it to SQLite as one
-//! transaction, and only then apply it to the copy in memory. A refused request or a failed
-//! commit leaves both untouched. Operations return an [`Outcome`] naming the events to
-//! broadcast and the workers to notify; the RPC layer does that I/O.
+//! anything (placements via the pure [`crate::scheduler`], rollout steps via [`rollout`]), write
+//! it to SQLite as one transaction, and only then apply it to the copy in memory. A refused
+//! request or a failed commit leaves both untouched. Operations return an [`Outcome`] naming
+//! the events to broadcast and the workers to notify; the RPC layer does that I/O.
+//!
+//! Every placed instance runs the spec of *its* generation. Publishing makes a generation
+//! active; the rollout controller ([`Cluster::tick`]) then moves instances to it — at once when
+//! their spec does not change at runtime, otherwise `maxParallel` at a time without taking more
+//! than `maxUnavailable` healthy instances down, canaries first when asked. An instance that
+//! fails (crash loop, failed, or not healthy by `healthyDeadline`) or a rollout that misses its
+//! `progressDeadline` fails the generation; with `autoRollback` the last generation that rolled
+//! out completely becomes active again, and the failed one is never rolled out again by itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use schema::model::*;
@@ -57,6 +66,20 @@ pub struct PublishSummary {
     pub revision: u64,
 }
 
+/// What a worker should run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    pub generation: u64,
+    pub revision: u64,
+    pub instances: Vec<(String, VmSpec)>,
+}
+
+type SpecMap = Rc<HashMap<String, VmSpec>>;
+
+fn spec_map(specs: &[VmSpec]) -> SpecMap {
+    Rc::new(specs.iter().map(|s| (s.name.clone(), s.clone())).collect())
+}
+
 struct Worker {
     stored: StoredWorker,
     lease_until: Instant,
@@ -81,25 +104,25 @@ impl Worker {
     fn report(&self, instance: &str) -> Option<&InstanceReport> {
         self.reports.get(instance).map(|&i| &self.stored.reports[i])
     }
+}
 
-    fn view(&self) -> WorkerView {
-        let state = self.stored.state;
-        WorkerView {
-            id: self.stored.info.id.clone(),
-            labels: self.stored.info.labels.clone(),
-            backends: self.stored.info.backends.clone(),
-            cpu: self.stored.info.cpu,
-            memory_mb: self.stored.info.memory_mb,
-            takes_new: state == WorkerState::Ready,
-            keeps_existing: matches!(state, WorkerState::Ready | WorkerState::Cordoned),
-            closures: self
-                .stored
-                .reports
-                .iter()
-                .filter(|r| r.phase == Phase::Running)
-                .map(|r| r.closure.clone())
-                .collect(),
-        }
+fn view(stored: &StoredWorker) -> WorkerView {
+    let state = stored.state;
+    WorkerView {
+        id: stored.info.id.clone(),
+        labels: stored.info.labels.clone(),
+        backends: stored.info.backends.clone(),
+        cpu: stored.info.cpu,
+        memory_mb: stored.info.memory_mb,
+        takes_new: state == WorkerState::Ready,
+        // Draining workers keep what the drain has not moved yet; see `drain_evictions`.
+        keeps_existing: state != WorkerState::Lost,
+        closures: stored
+            .reports
+            .iter()
+            .filter(|r| r.phase == Phase::Running)
+            .map(|r| r.closure.clone())
+            .collect(),
     }
 }
 
@@ -109,11 +132,16 @@ struct Change {
     first_seq: u64,
     active: Option<StoredGeneration>,
     latest_generation: Option<u64>,
+    last_good: Option<u64>,
     placements: Option<BTreeMap<String, StoredPlacement>>,
-    revision: Option<u64>,
     /// New rows for workers, and whether their lease is renewed.
     workers: BTreeMap<String, (StoredWorker, bool)>,
-    notify: Vec<(String, u64)>,
+    /// Workers to tell even if their placements did not change (a new generation).
+    force_notify: HashSet<String>,
+    specs: Vec<(u64, SpecMap)>,
+    bad: Vec<u64>,
+    /// When the new active generation became active (its progress deadline starts there).
+    activated_at: Option<u64>,
 }
 
 impl Change {
@@ -138,16 +166,42 @@ impl Change {
     }
 }
 
+/// Where one VM's rollout to the active generation stands.
+#[derive(Debug, Default)]
+struct VmRollout {
+    /// Instances that still run an older spec and must restart to move.
+    pending: Vec<String>,
+    /// Moved, not yet healthy for `minHealthyTime`.
+    in_progress: Vec<String>,
+    /// Moved and proven.
+    proven: usize,
+    total: usize,
+    /// Instances that serve right now (running, healthy), any generation.
+    available: usize,
+    /// The first instance that failed the rollout, and why.
+    failure: Option<String>,
+}
+
 pub struct Cluster {
     store: Store,
     config: Config,
     active: Option<StoredGeneration>,
     /// Highest generation ever published (may differ from active after a rollback).
     latest_generation: u64,
+    /// The last generation that rolled out completely.
+    last_good: u64,
+    /// Specs of the generations that placements run, by generation.
+    specs: HashMap<u64, SpecMap>,
+    /// Failed or rolled-back generations: never rolled out again by themselves.
+    bad: HashSet<u64>,
     workers: BTreeMap<String, Worker>,
     placements: BTreeMap<String, StoredPlacement>,
     revision: u64,
     last_seq: u64,
+    /// Reports arrived since the rollout controller last looked.
+    dirty: bool,
+    /// When the active generation became active (published, or rolled back to).
+    activated_at: u64,
 }
 
 fn internal(e: StoreError) -> RemoteError {
@@ -204,6 +258,10 @@ fn vm_of(instance: &str) -> &str {
         .unwrap_or(instance)
 }
 
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
 impl Cluster {
     /// Loads everything from the store. Workers get a fresh lease: the control plane having been
     /// away is no reason to declare them lost.
@@ -217,6 +275,10 @@ impl Cluster {
             Some(g) => store.generation(g.parse().unwrap_or(0))?,
             None => None,
         };
+        let last_good = store
+            .meta("last_good_generation")?
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
         let revision = store
             .meta("revision")?
             .and_then(|r| r.parse().ok())
@@ -227,21 +289,44 @@ impl Cluster {
             .into_iter()
             .map(|stored| (stored.info.id.clone(), Worker::new(stored, lease_until)))
             .collect();
-        let placements = store
+        let placements: BTreeMap<String, StoredPlacement> = store
             .placements()?
             .into_iter()
             .map(|p| (p.instance_id.clone(), p))
             .collect();
+        let mut specs = HashMap::new();
+        if let Some(g) = &active {
+            specs.insert(g.generation, spec_map(&g.specs));
+        }
+        let referenced: HashSet<u64> = placements.values().map(|p| p.generation).collect();
+        for g in referenced {
+            if let std::collections::hash_map::Entry::Vacant(e) = specs.entry(g) {
+                if let Some(stored) = store.generation(g)? {
+                    e.insert(spec_map(&stored.specs));
+                }
+            }
+        }
+        let bad = store.bad_generations()?.into_iter().collect();
         let last_seq = store.last_event_seq()?;
+        let activated_at = store
+            .meta("activated_at_ms")?
+            .and_then(|g| g.parse().ok())
+            .or(active.as_ref().map(|g| g.published_at_ms))
+            .unwrap_or(0);
         Ok(Cluster {
             store,
             config,
             active,
             latest_generation,
+            last_good,
+            specs,
+            bad,
             workers,
             placements,
             revision,
             last_seq,
+            dirty: true,
+            activated_at,
         })
     }
 
@@ -267,39 +352,129 @@ impl Cluster {
             first_seq: self.last_seq + 1,
             active: None,
             latest_generation: None,
+            last_good: None,
             placements: None,
-            revision: None,
             workers: BTreeMap::new(),
-            notify: Vec::new(),
+            force_notify: HashSet::new(),
+            specs: Vec::new(),
+            bad: Vec::new(),
+            activated_at: None,
         }
+    }
+
+    fn target<'a>(&'a self, change: &'a Change) -> Option<&'a StoredGeneration> {
+        change.active.as_ref().or(self.active.as_ref())
+    }
+
+    fn spec_at<'a>(&'a self, change: &'a Change, generation: u64, vm: &str) -> Option<&'a VmSpec> {
+        change
+            .specs
+            .iter()
+            .rev()
+            .find(|(g, _)| *g == generation)
+            .map(|(_, m)| m)
+            .or_else(|| self.specs.get(&generation))
+            .and_then(|m| m.get(vm))
+    }
+
+    fn worker_stored<'a>(&'a self, change: &'a Change, id: &str) -> Option<&'a StoredWorker> {
+        change
+            .workers
+            .get(id)
+            .map(|(w, _)| w)
+            .or_else(|| self.workers.get(id).map(|w| &w.stored))
+    }
+
+    fn is_bad(&self, change: &Change, generation: u64) -> bool {
+        self.bad.contains(&generation) || change.bad.contains(&generation)
     }
 
     /// Writes the change in one transaction, then applies it to memory.
     fn commit(&mut self, mut change: Change) -> Result<Outcome, RemoteError> {
-        change.batch.workers = change.workers.values().map(|(w, _)| w.clone()).collect();
-        if let Some(r) = change.revision {
+        // Placement rows and the workers that must hear about them, by difference.
+        let mut touched: HashSet<String> = std::mem::take(&mut change.force_notify);
+        if let Some(new) = &change.placements {
+            for (id, row) in new {
+                let old = self.placements.get(id);
+                if old != Some(row) {
+                    change.batch.placements_upsert.push(row.clone());
+                    let moved_or_changed = old.is_none_or(|o| {
+                        o.worker_id != row.worker_id || o.generation != row.generation
+                    });
+                    if moved_or_changed {
+                        touched.extend(row.worker_id.clone());
+                        touched.extend(old.and_then(|o| o.worker_id.clone()));
+                    }
+                }
+            }
+            for (id, old) in &self.placements {
+                if !new.contains_key(id) {
+                    change.batch.placements_delete.push(id.clone());
+                    touched.extend(old.worker_id.clone());
+                }
+            }
+        }
+        let mut notify = Vec::new();
+        let mut revision = None;
+        if !touched.is_empty() {
+            let r = self.revision + 1;
+            revision = Some(r);
+            let mut touched: Vec<String> = touched.into_iter().collect();
+            touched.sort();
+            for id in touched {
+                if !change.workers.contains_key(&id) {
+                    if let Some(w) = self.workers.get(&id) {
+                        change.workers.insert(id.clone(), (w.stored.clone(), false));
+                    }
+                }
+                if let Some((row, _)) = change.workers.get_mut(&id) {
+                    row.revision = r;
+                    notify.push((id, r));
+                }
+            }
             change.batch.meta.push(("revision", r.to_string()));
         }
+        change.batch.workers = change.workers.values().map(|(w, _)| w.clone()).collect();
         if let Some(g) = &change.active {
             change
                 .batch
                 .meta
                 .push(("active_generation", g.generation.to_string()));
         }
+        if let Some(g) = change.last_good {
+            change
+                .batch
+                .meta
+                .push(("last_good_generation", g.to_string()));
+        }
+        if let Some(t) = change.activated_at {
+            change.batch.meta.push(("activated_at_ms", t.to_string()));
+        }
         self.store.apply(&change.batch).map_err(internal)?;
 
         self.last_seq += change.batch.events.len() as u64;
+        if let Some(r) = revision {
+            self.revision = r;
+        }
         if let Some(g) = change.active {
+            self.specs.insert(g.generation, spec_map(&g.specs));
             self.active = Some(g);
         }
+        for (g, m) in change.specs {
+            self.specs.insert(g, m);
+        }
+        self.bad.extend(change.bad);
         if let Some(g) = change.latest_generation {
             self.latest_generation = g;
         }
+        if let Some(g) = change.last_good {
+            self.last_good = g;
+        }
+        if let Some(t) = change.activated_at {
+            self.activated_at = t;
+        }
         if let Some(p) = change.placements {
             self.placements = p;
-        }
-        if let Some(r) = change.revision {
-            self.revision = r;
         }
         let lease_until = Instant::now() + self.config.lease;
         for (id, (stored, renew)) in change.workers {
@@ -309,57 +484,75 @@ impl Cluster {
             };
             self.workers.insert(id, Worker::new(stored, lease));
         }
+        // Drop specs no placement and no live generation refers to any more.
+        let mut keep: HashSet<u64> = self.placements.values().map(|p| p.generation).collect();
+        keep.insert(self.active_generation());
+        self.specs.retain(|g, _| keep.contains(g));
         Ok(Outcome {
             events: change.batch.events,
-            notify: change.notify,
+            notify,
         })
     }
 
-    fn worker_row<'a>(&self, change: &'a mut Change, id: &str) -> Option<&'a mut StoredWorker> {
-        if !change.workers.contains_key(id) {
-            let stored = self.workers.get(id)?.stored.clone();
-            change.workers.insert(id.to_string(), (stored, false));
-        }
-        change.workers.get_mut(id).map(|(w, _)| w)
-    }
+    // ---- placement ----
 
-    fn worker_views(&self, change: &Change) -> Vec<WorkerView> {
-        let mut views: BTreeMap<&str, WorkerView> = self
-            .workers
-            .iter()
-            .map(|(id, w)| (id.as_str(), w.view()))
-            .collect();
-        for (id, (stored, _)) in &change.workers {
-            let w = Worker::new(stored.clone(), Instant::now());
-            views.insert(id.as_str(), w.view());
-        }
-        views.into_values().collect()
-    }
-
-    /// Places the active (or about to be active) specs again and records what moved.
-    /// `changed_vms`: VMs whose spec changed, whose workers need a new assignment even when
-    /// nothing moved.
-    fn reschedule(&self, change: &mut Change, changed_vms: &HashSet<String>) {
-        let (specs, strategy, generation) = match change.active.as_ref().or(self.active.as_ref()) {
-            Some(g) => (g.specs.clone(), g.settings.strategy, g.generation),
-            None => return,
+    /// Places the target generation's instances again. Instances that stay keep their
+    /// generation; new ones get the target's. Also moves instances off draining workers.
+    fn reschedule(&self, change: &mut Change) {
+        let Some(target) = self.target(change) else {
+            return;
         };
-        let current: BTreeMap<String, String> = self
+        let (specs, strategy, generation) = (
+            target.specs.clone(),
+            target.settings.strategy,
+            target.generation,
+        );
+        let base = change
             .placements
+            .clone()
+            .unwrap_or_else(|| self.placements.clone());
+        let views: Vec<WorkerView> = {
+            let mut ids: Vec<&String> = self.workers.keys().collect();
+            ids.extend(
+                change
+                    .workers
+                    .keys()
+                    .filter(|k| !self.workers.contains_key(*k)),
+            );
+            ids.sort();
+            ids.dedup();
+            ids.iter()
+                .filter_map(|id| self.worker_stored(change, id))
+                .map(view)
+                .collect()
+        };
+        let mut current: BTreeMap<String, String> = base
             .values()
             .filter_map(|p| p.worker_id.clone().map(|w| (p.instance_id.clone(), w)))
             .collect();
-        let Placement { assigned, unplaced } =
-            schedule(&specs, strategy, &self.worker_views(change), &current);
-
-        let mut touched: HashSet<String> = HashSet::new();
-        let mut placements: BTreeMap<String, StoredPlacement> = BTreeMap::new();
+        let evicted = self.drain_evictions(change, &base, &specs);
+        for id in &evicted {
+            current.remove(id);
+        }
+        let Placement {
+            mut assigned,
+            mut unplaced,
+        } = schedule(&specs, strategy, &views, &current);
+        // An instance the drain wanted to move but nobody can take stays where it is.
+        for id in &evicted {
+            if unplaced.remove(id).is_some() {
+                if let Some(w) = base.get(id).and_then(|p| p.worker_id.clone()) {
+                    assigned.insert(id.clone(), w);
+                }
+            }
+        }
+        let now = now_ms();
+        let mut placements = BTreeMap::new();
         let mut moves = 0usize;
         for (instance, worker) in assigned {
-            let old = self.placements.get(&instance);
+            let old = base.get(&instance);
             let old_worker = old.and_then(|p| p.worker_id.clone());
             if old_worker.as_deref() != Some(worker.as_str()) {
-                touched.insert(worker.clone());
                 if moves < 50 {
                     let msg = match &old_worker {
                         Some(ow) => format!("{instance} moves from {ow} to {worker}"),
@@ -374,20 +567,38 @@ impl Cluster {
                     );
                 }
                 moves += 1;
-                touched.extend(old_worker);
-            } else if changed_vms.contains(vm_of(&instance)) {
-                touched.insert(worker.clone());
             }
-            let row = StoredPlacement {
-                vm_name: vm_of(&instance).to_string(),
-                instance_id: instance.clone(),
-                worker_id: Some(worker),
-                reason: String::new(),
+            // A moved instance restarts anyway, but keeps its generation: moving is not the
+            // moment to roll out (the rollout controller decides that).
+            let (gen, since) = match old {
+                Some(o)
+                    if o.generation != 0
+                        && self
+                            .spec_at(change, o.generation, vm_of(&instance))
+                            .is_some() =>
+                {
+                    (
+                        o.generation,
+                        if old_worker.as_deref() == Some(worker.as_str()) {
+                            o.since_ms
+                        } else {
+                            now
+                        },
+                    )
+                }
+                _ => (generation, now),
             };
-            if old != Some(&row) {
-                change.batch.placements_upsert.push(row.clone());
-            }
-            placements.insert(instance, row);
+            placements.insert(
+                instance.clone(),
+                StoredPlacement {
+                    vm_name: vm_of(&instance).to_string(),
+                    instance_id: instance,
+                    worker_id: Some(worker),
+                    reason: String::new(),
+                    generation: gen,
+                    since_ms: since,
+                },
+            );
         }
         if moves > 50 {
             change.event(
@@ -400,15 +611,17 @@ impl Cluster {
         }
         let mut unplaced_events = 0usize;
         for (instance, reason) in unplaced {
-            let old = self.placements.get(&instance);
-            touched.extend(old.and_then(|p| p.worker_id.clone()));
+            let old = base.get(&instance);
             let row = StoredPlacement {
                 vm_name: vm_of(&instance).to_string(),
                 instance_id: instance.clone(),
                 worker_id: None,
                 reason,
+                generation,
+                since_ms: 0,
             };
-            if old != Some(&row) {
+            let same = old.is_some_and(|o| o.worker_id.is_none() && o.reason == row.reason);
+            if !same {
                 if unplaced_events < 20 {
                     change.event(
                         generation,
@@ -419,7 +632,6 @@ impl Cluster {
                     );
                 }
                 unplaced_events += 1;
-                change.batch.placements_upsert.push(row.clone());
             }
             placements.insert(instance, row);
         }
@@ -435,25 +647,419 @@ impl Cluster {
                 ),
             );
         }
-        for (instance, old) in &self.placements {
-            if !placements.contains_key(instance) {
-                change.batch.placements_delete.push(instance.clone());
-                touched.extend(old.worker_id.clone());
-            }
-        }
-        if !touched.is_empty() {
-            let revision = self.revision + 1;
-            change.revision = Some(revision);
-            let mut touched: Vec<String> = touched.into_iter().collect();
-            touched.sort();
-            for id in touched {
+        // Draining workers with nothing left are drained: cordoned, and said so.
+        let draining: Vec<String> = views
+            .iter()
+            .filter(|v| {
+                self.worker_stored(change, &v.id)
+                    .is_some_and(|w| w.state == WorkerState::Draining)
+            })
+            .map(|v| v.id.clone())
+            .collect();
+        for id in draining {
+            if !placements
+                .values()
+                .any(|p| p.worker_id.as_deref() == Some(id.as_str()))
+            {
                 if let Some(row) = self.worker_row(change, &id) {
-                    row.revision = revision;
-                    change.notify.push((id, revision));
+                    row.state = WorkerState::Cordoned;
                 }
+                change.event(
+                    generation,
+                    EventKind::WorkerState,
+                    &id,
+                    "",
+                    format!("worker {id} is drained and stays cordoned"),
+                );
             }
         }
         change.placements = Some(placements);
+    }
+
+    /// Instances to move off draining workers now: per VM, only as many as keep the VM within
+    /// `maxUnavailable`, and none while an earlier move has not proven healthy.
+    fn drain_evictions(
+        &self,
+        change: &Change,
+        base: &BTreeMap<String, StoredPlacement>,
+        specs: &[VmSpec],
+    ) -> Vec<String> {
+        let draining: HashSet<&str> = self
+            .workers
+            .keys()
+            .map(String::as_str)
+            .chain(change.workers.keys().map(String::as_str))
+            .filter(|id| {
+                self.worker_stored(change, id)
+                    .is_some_and(|w| w.state == WorkerState::Draining)
+            })
+            .collect();
+        if draining.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for spec in specs {
+            let instances: Vec<&StoredPlacement> =
+                base.values().filter(|p| p.vm_name == spec.name).collect();
+            let available = instances
+                .iter()
+                .filter(|p| self.serving(change, p, false))
+                .count();
+            let unavailable = instances.len() - available;
+            let mut budget =
+                (spec.rollout.max_unavailable.max(1) as usize).saturating_sub(unavailable);
+            for p in instances {
+                let on_draining = p.worker_id.as_deref().is_some_and(|w| draining.contains(w));
+                if !on_draining {
+                    continue;
+                }
+                // Down already: moving it costs nothing.
+                if !self.serving(change, p, false) {
+                    out.push(p.instance_id.clone());
+                } else if budget > 0 {
+                    budget -= 1;
+                    out.push(p.instance_id.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn worker_row<'a>(&self, change: &'a mut Change, id: &str) -> Option<&'a mut StoredWorker> {
+        if !change.workers.contains_key(id) {
+            let stored = self.workers.get(id)?.stored.clone();
+            change.workers.insert(id.to_string(), (stored, false));
+        }
+        change.workers.get_mut(id).map(|(w, _)| w)
+    }
+
+    /// Whether an instance serves right now: its worker is alive and reports it running its
+    /// spec's closure and healthy (or, with no health checks, not unhealthy). With `proven`,
+    /// it must also have been up for the rollout's `minHealthyTime`.
+    fn serving(&self, change: &Change, p: &StoredPlacement, proven: bool) -> bool {
+        let Some(wid) = &p.worker_id else {
+            return false;
+        };
+        let Some(worker) = self.workers.get(wid) else {
+            return false;
+        };
+        if worker.stored.state == WorkerState::Lost {
+            return false;
+        }
+        let Some(spec) = self.spec_at(change, p.generation, &p.vm_name) else {
+            return false;
+        };
+        let Some(r) = worker.report(&p.instance_id) else {
+            return false;
+        };
+        let healthy = if spec.health_checks.is_empty() {
+            r.health != Health::Unhealthy
+        } else {
+            r.health == Health::Healthy
+        };
+        r.closure == spec.closure
+            && r.phase == Phase::Running
+            && healthy
+            && (!proven || r.uptime_ms >= spec.rollout.min_healthy_time_ms)
+    }
+
+    fn classify(
+        &self,
+        change: &Change,
+        placements: &BTreeMap<String, StoredPlacement>,
+        ids: &[String],
+        target: &StoredGeneration,
+        vm: &VmSpec,
+        now: u64,
+    ) -> VmRollout {
+        let t = target.generation;
+        let mut out = VmRollout::default();
+        for p in ids
+            .iter()
+            .filter_map(|id| placements.get(id))
+            .filter(|p| p.worker_id.is_some())
+        {
+            out.total += 1;
+            if self.serving(change, p, false) {
+                out.available += 1;
+            }
+            let moved = p.generation == t
+                || self
+                    .spec_at(change, p.generation, &vm.name)
+                    .is_none_or(|old| !old.runtime_differs(vm));
+            if !moved {
+                out.pending.push(p.instance_id.clone());
+                continue;
+            }
+            if self.serving(change, p, true) {
+                out.proven += 1;
+                continue;
+            }
+            out.in_progress.push(p.instance_id.clone());
+            if out.failure.is_some() || p.generation != t {
+                continue;
+            }
+            let report = p
+                .worker_id
+                .as_ref()
+                .and_then(|w| self.workers.get(w))
+                .and_then(|w| w.report(&p.instance_id))
+                .filter(|r| r.closure == vm.closure);
+            if let Some(r) = report.filter(|r| matches!(r.phase, Phase::Failed | Phase::CrashLoop))
+            {
+                let detail = if r.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", r.message)
+                };
+                out.failure = Some(format!("{} is {}{detail}", p.instance_id, r.phase));
+            } else if p.since_ms > 0
+                && now.saturating_sub(p.since_ms) > vm.rollout.healthy_deadline_ms
+            {
+                let state = match report {
+                    Some(r) => format!("{}, {}", r.phase, r.health),
+                    None => "not reported".to_string(),
+                };
+                out.failure = Some(format!(
+                    "{} was not healthy within healthyDeadline {} ({state})",
+                    p.instance_id,
+                    secs(vm.rollout.healthy_deadline_ms)
+                ));
+            }
+        }
+        out
+    }
+
+    /// Moves instances toward the target generation and judges the rollout.
+    fn progress(&self, change: &mut Change) {
+        let Some(target) = self.target(change).cloned() else {
+            return;
+        };
+        let t = target.generation;
+        if self.is_bad(change, t) {
+            return;
+        }
+        let now = now_ms();
+        let mut placements = change
+            .placements
+            .take()
+            .unwrap_or_else(|| self.placements.clone());
+        let mut complete = true;
+        let mut failure: Option<(String, bool)> = None;
+        let mut promoted = target.promoted.clone();
+        let by_vm = group_by_vm(&placements);
+        let none: Vec<String> = Vec::new();
+        for vm in &target.specs {
+            let ids = by_vm.get(&vm.name).unwrap_or(&none);
+            let state = self.classify(change, &placements, ids, &target, vm, now);
+            // Instances whose spec does not change at runtime move at once, and instances still
+            // on a failed generation revert at once: they are down or wrong anyway.
+            for id in ids {
+                let Some(p) = placements.get_mut(id) else {
+                    continue;
+                };
+                if p.worker_id.is_none() || p.generation == t {
+                    continue;
+                }
+                let same = self
+                    .spec_at(change, p.generation, &vm.name)
+                    .is_none_or(|old| !old.runtime_differs(vm));
+                if same || self.is_bad(change, p.generation) {
+                    let restart = !same;
+                    p.generation = t;
+                    if restart {
+                        p.since_ms = now;
+                    }
+                }
+            }
+            let state = if state
+                .pending
+                .iter()
+                .any(|id| placements.get(id).is_some_and(|p| p.generation == t))
+            {
+                self.classify(change, &placements, ids, &target, vm, now)
+            } else {
+                state
+            };
+            if let Some(reason) = state.failure.clone() {
+                failure = Some((reason, vm.rollout.auto_rollback));
+                complete = false;
+                break;
+            }
+            if !state.pending.is_empty() || !state.in_progress.is_empty() {
+                complete = false;
+            }
+            let activated = change.activated_at.unwrap_or(self.activated_at);
+            if now.saturating_sub(activated) > vm.rollout.progress_deadline_ms
+                && (!state.pending.is_empty() || !state.in_progress.is_empty())
+            {
+                failure = Some((
+                    format!(
+                        "the rollout of {} did not finish within progressDeadline {} ({} of {} instances done)",
+                        vm.name,
+                        secs(vm.rollout.progress_deadline_ms),
+                        state.proven,
+                        state.total
+                    ),
+                    vm.rollout.auto_rollback,
+                ));
+                break;
+            }
+            if state.pending.is_empty() {
+                continue;
+            }
+            // Canary: the first `canaryCount` instances, then wait for them to be proven.
+            let mut limit = usize::MAX;
+            if vm.rollout.strategy == RolloutStrategy::Canary && !promoted.contains(&vm.name) {
+                let canaries = vm.rollout.canary_count as usize;
+                let moved = state.total - state.pending.len();
+                if moved >= canaries {
+                    if !state.in_progress.is_empty() {
+                        continue;
+                    }
+                    if vm.rollout.auto_promote {
+                        promoted.push(vm.name.clone());
+                        change.event(
+                            t,
+                            EventKind::Rollout,
+                            "",
+                            "",
+                            format!(
+                                "{}: {moved} canary instance(s) healthy; promoted automatically",
+                                vm.name
+                            ),
+                        );
+                    } else {
+                        continue;
+                    }
+                } else {
+                    limit = canaries - moved;
+                }
+            }
+            let max_parallel = vm.rollout.max_parallel.max(1) as usize;
+            let max_unavailable = vm.rollout.max_unavailable.max(1) as usize;
+            let mut slots = max_parallel
+                .saturating_sub(state.in_progress.len())
+                .min(limit);
+            // Down instances first: restarting them costs no availability.
+            let mut order = state.pending.clone();
+            order.sort_by_key(|id| {
+                placements
+                    .get(id)
+                    .map(|p| self.serving(change, p, false))
+                    .unwrap_or(false)
+            });
+            let mut unavailable = state.total - state.available;
+            for id in order {
+                if slots == 0 {
+                    break;
+                }
+                let Some(p) = placements.get(id.as_str()) else {
+                    continue;
+                };
+                let serving = self.serving(change, p, false);
+                if serving && unavailable >= max_unavailable {
+                    break;
+                }
+                if serving {
+                    unavailable += 1;
+                }
+                slots -= 1;
+                if let Some(p) = placements.get_mut(id.as_str()) {
+                    p.generation = t;
+                    p.since_ms = now;
+                }
+                change.event(
+                    t,
+                    EventKind::Rollout,
+                    p_worker(&placements, &id),
+                    &id,
+                    format!("{id} moves to generation {t}"),
+                );
+            }
+        }
+        if promoted != target.promoted {
+            change.batch.generation_promoted.push((t, promoted.clone()));
+            let mut g = target.clone();
+            g.promoted = promoted;
+            change.active = Some(g);
+        }
+        change.placements = Some(placements);
+        if let Some((reason, auto)) = failure {
+            self.fail(change, &target, &reason, auto);
+        } else if complete && self.last_good != t && change.last_good != Some(t) {
+            let n = change
+                .placements
+                .as_ref()
+                .map(|p| p.values().filter(|p| p.worker_id.is_some()).count())
+                .unwrap_or(0);
+            change.last_good = Some(t);
+            change.event(
+                t,
+                EventKind::Rollout,
+                "",
+                "",
+                format!("generation {t} rolled out: {n} instance(s) healthy"),
+            );
+        }
+    }
+
+    /// Records a failed rollout; with `auto`, makes the last good generation active again.
+    fn fail(&self, change: &mut Change, target: &StoredGeneration, reason: &str, auto: bool) {
+        let t = target.generation;
+        change.bad.push(t);
+        change
+            .batch
+            .generation_status
+            .push((t, "failed".into(), reason.to_string()));
+        let good = self.last_good;
+        if auto && good != 0 && good != t {
+            change.event(
+                t,
+                EventKind::Rollback,
+                "",
+                "",
+                format!("generation {t} failed: {reason}; rolling back to generation {good}"),
+            );
+            match self.store.generation(good) {
+                Ok(Some(mut g)) => {
+                    g.status = "active".into();
+                    change
+                        .batch
+                        .generation_status
+                        .push((good, "active".into(), String::new()));
+                    change.specs.push((good, spec_map(&g.specs)));
+                    change.activated_at = Some(now_ms());
+                    change.active = Some(g);
+                    self.reschedule(change);
+                    self.progress(change);
+                }
+                Ok(None) | Err(_) => {
+                    change.event(
+                        t,
+                        EventKind::Rollback,
+                        "",
+                        "",
+                        format!(
+                            "generation {good} cannot be read back; generation {t} stays as it is"
+                        ),
+                    );
+                }
+            }
+        } else {
+            let why = if !auto {
+                "autoRollback is off".to_string()
+            } else {
+                "no earlier generation rolled out completely".to_string()
+            };
+            change.event(
+                t,
+                EventKind::Rollout,
+                "",
+                "",
+                format!("generation {t} failed: {reason}; not rolled back ({why})"),
+            );
+        }
     }
 
     // ---- publishState ----
@@ -512,31 +1118,15 @@ impl Cluster {
             return refuse(ErrorCode::Stale, msg);
         }
 
-        let old_specs: HashMap<&str, &VmSpec> = self
-            .active
-            .iter()
-            .flat_map(|g| g.specs.iter())
-            .map(|s| (s.name.as_str(), s))
-            .collect();
-        let mut changed_vms: HashSet<String> = specs
-            .iter()
-            .filter(|s| old_specs.get(s.name.as_str()) != Some(s))
-            .map(|s| s.name.clone())
-            .collect();
-        let new_names: HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-        changed_vms.extend(
-            old_specs
-                .keys()
-                .filter(|n| !new_names.contains(*n))
-                .map(|n| n.to_string()),
-        );
-
         let mut change = self.change();
         if let Some(old) = &self.active {
-            change
-                .batch
-                .generation_status
-                .push((old.generation, "superseded".into()));
+            if !self.bad.contains(&old.generation) {
+                change.batch.generation_status.push((
+                    old.generation,
+                    "superseded".into(),
+                    String::new(),
+                ));
+            }
         }
         let stored = StoredGeneration {
             generation,
@@ -547,6 +1137,8 @@ impl Cluster {
             settings,
             specs,
             status: "active".to_string(),
+            reason: String::new(),
+            promoted: Vec::new(),
         };
         let instances = stored
             .specs
@@ -565,26 +1157,19 @@ impl Cluster {
             ),
         );
         change.batch.generation = Some(stored.clone());
+        change.specs.push((generation, spec_map(&stored.specs)));
+        change.activated_at = Some(stored.published_at_ms);
         change.active = Some(stored);
         change.latest_generation = Some(generation);
-        self.reschedule(&mut change, &changed_vms);
-        // Every worker with instances learns the new generation, even if its own did not change.
-        let revision = change.revision.unwrap_or(self.revision + 1);
-        change.revision = Some(revision);
-        let holders: HashSet<String> = change
+        self.reschedule(&mut change);
+        self.progress(&mut change);
+        // Every worker with instances learns the new generation number.
+        change.force_notify = change
             .placements
             .iter()
             .flat_map(|p| p.values())
             .filter_map(|p| p.worker_id.clone())
             .collect();
-        for id in holders {
-            if change.notify.iter().all(|(n, _)| *n != id) {
-                if let Some(row) = self.worker_row(&mut change, &id) {
-                    row.revision = revision;
-                    change.notify.push((id, revision));
-                }
-            }
-        }
         let outcome = self.commit(change)?;
         Ok((self.summary(generation, true), outcome))
     }
@@ -602,6 +1187,193 @@ impl Cluster {
             unplaced: self.placements.len() as u32 - placed,
             revision: self.revision,
         }
+    }
+
+    // ---- operator actions ----
+
+    /// Makes `to` active again (0: the last generation that rolled out completely). The
+    /// generation it replaces is recorded as rolled back and is not rolled out again by itself.
+    pub fn rollback(&mut self, to: u64) -> Result<(String, Outcome), RemoteError> {
+        let Some(active) = self.active.clone() else {
+            return Err(err(
+                ErrorCode::NotFound,
+                "nothing has been published, so there is nothing to roll back",
+            ));
+        };
+        let to = if to != 0 {
+            to
+        } else if self.last_good != 0 && self.last_good != active.generation {
+            self.last_good
+        } else {
+            let earlier = self
+                .store
+                .generations(10_000)
+                .map_err(internal)?
+                .into_iter()
+                .find(|g| g.generation < active.generation && !self.bad.contains(&g.generation));
+            match earlier {
+                Some(g) => g.generation,
+                None => {
+                    return Err(err(
+                        ErrorCode::NotFound,
+                        format!("generation {} is the only good generation; there is nothing earlier to roll back to", active.generation),
+                    ))
+                }
+            }
+        };
+        if to == active.generation {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!("generation {to} is already active"),
+            ));
+        }
+        let Some(mut g) = self.store.generation(to).map_err(internal)? else {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("there is no generation {to}"),
+            ));
+        };
+        let mut change = self.change();
+        let reason = format!("an operator rolled back to generation {to}");
+        if !self.bad.contains(&active.generation) {
+            change
+                .batch
+                .generation_status
+                .push((active.generation, "rolled-back".into(), reason));
+            change.bad.push(active.generation);
+        }
+        // An explicit command may bring back even a failed generation.
+        g.status = "active".into();
+        g.reason = String::new();
+        change
+            .batch
+            .generation_status
+            .push((to, "active".into(), String::new()));
+        change.specs.push((to, spec_map(&g.specs)));
+        change.activated_at = Some(now_ms());
+        change.event(
+            to,
+            EventKind::Rollback,
+            "",
+            "",
+            format!(
+                "generation {} rolled back to generation {to} by an operator",
+                active.generation
+            ),
+        );
+        change.active = Some(g);
+        self.reschedule(&mut change);
+        // An explicitly chosen generation is not bad any more.
+        let was_bad = self.bad.contains(&to);
+        if was_bad {
+            self.bad.remove(&to);
+        }
+        self.progress(&mut change);
+        change.force_notify = change
+            .placements
+            .iter()
+            .flat_map(|p| p.values())
+            .filter_map(|p| p.worker_id.clone())
+            .collect();
+        match self.commit(change) {
+            Ok(outcome) => Ok((
+                format!(
+                    "generation {to} is active again; generation {} is rolled back",
+                    active.generation
+                ),
+                outcome,
+            )),
+            Err(e) => {
+                if was_bad {
+                    self.bad.insert(to);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    pub fn promote(&mut self, vm: &str) -> Result<(String, Outcome), RemoteError> {
+        let Some(active) = self.active.clone() else {
+            return Err(err(ErrorCode::NotFound, "nothing has been published"));
+        };
+        let Some(spec) = active.specs.iter().find(|s| s.name == vm) else {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("generation {} has no VM named {vm}", active.generation),
+            ));
+        };
+        if spec.rollout.strategy != RolloutStrategy::Canary {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!("{vm} does not roll out with canaries; there is nothing to promote"),
+            ));
+        }
+        if active.promoted.iter().any(|p| p == vm) {
+            return Ok((format!("{vm} was already promoted"), Outcome::default()));
+        }
+        let mut change = self.change();
+        let mut g = active.clone();
+        g.promoted.push(vm.to_string());
+        change
+            .batch
+            .generation_promoted
+            .push((g.generation, g.promoted.clone()));
+        change.event(
+            g.generation,
+            EventKind::Rollout,
+            "",
+            "",
+            format!("{vm}: canary promoted by an operator"),
+        );
+        change.active = Some(g);
+        self.progress(&mut change);
+        let outcome = self.commit(change)?;
+        Ok((
+            format!("{vm} promoted: the rollout continues to every instance"),
+            outcome,
+        ))
+    }
+
+    /// Cordon, uncordon or drain.
+    pub fn set_worker_state(
+        &mut self,
+        id: &str,
+        state: WorkerState,
+    ) -> Result<(String, Outcome), RemoteError> {
+        let worker = self.known_worker(id)?;
+        let from = worker.stored.state;
+        if from == WorkerState::Lost {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!("worker {id} is lost; it can be cordoned or drained once it reports again"),
+            ));
+        }
+        if from == state {
+            return Ok((
+                format!("worker {id} is already {}", state.as_str()),
+                Outcome::default(),
+            ));
+        }
+        let mut change = self.change();
+        if let Some(row) = self.worker_row(&mut change, id) {
+            row.state = state;
+        }
+        let what = match state {
+            WorkerState::Cordoned => format!("worker {id} is cordoned: it keeps its instances and gets no new ones"),
+            WorkerState::Draining => format!("worker {id} is draining: its instances move, at most maxUnavailable of each VM at a time"),
+            _ => format!("worker {id} is ready again"),
+        };
+        change.event(
+            self.active_generation(),
+            EventKind::WorkerState,
+            id,
+            "",
+            what.clone(),
+        );
+        self.reschedule(&mut change);
+        self.progress(&mut change);
+        let outcome = self.commit(change)?;
+        Ok((what, outcome))
     }
 
     // ---- workers ----
@@ -630,10 +1402,10 @@ impl Cluster {
         let mut change = self.change();
         let id = info.id.clone();
         let existing = self.workers.get(&id).map(|w| w.stored.clone());
-        let capacity_changed;
+        let mut reschedule = true;
         let row = match existing {
             Some(mut stored) => {
-                capacity_changed = stored.info != info;
+                reschedule = stored.info != info || stored.state == WorkerState::Lost;
                 if stored.state == WorkerState::Lost {
                     stored.state = WorkerState::Ready;
                     change.event(
@@ -649,7 +1421,6 @@ impl Cluster {
                 stored
             }
             None => {
-                capacity_changed = true;
                 change.event(
                     generation,
                     EventKind::WorkerRegistered,
@@ -678,21 +1449,17 @@ impl Cluster {
                 }
             }
         };
-        let returned = change
-            .batch
-            .events
-            .iter()
-            .any(|e| e.kind == EventKind::WorkerReturned);
         change.workers.insert(id.clone(), (row, true));
-        if capacity_changed || returned {
-            self.reschedule(&mut change, &HashSet::new());
+        if reschedule {
+            self.reschedule(&mut change);
+            self.progress(&mut change);
         }
-        let revision = change
+        let outcome = self.commit(change)?;
+        let revision = self
             .workers
             .get(&id)
-            .map(|(w, _)| w.revision)
+            .map(|w| w.stored.revision)
             .unwrap_or(0);
-        let outcome = self.commit(change)?;
         Ok((revision, outcome))
     }
 
@@ -729,10 +1496,15 @@ impl Cluster {
         }
         let generation = self.active_generation();
         let mut change = self.change();
+        let mut news = false;
         for r in &reports {
             let before = worker.report(&r.instance_id);
             let (phase, health) = before.map(|b| (b.phase, b.health)).unwrap_or_default();
-            if before.is_none() || phase != r.phase {
+            if before.is_none()
+                || phase != r.phase
+                || before.is_some_and(|b| b.closure != r.closure)
+            {
+                news = true;
                 let detail = if r.message.is_empty() {
                     String::new()
                 } else {
@@ -747,6 +1519,7 @@ impl Cluster {
                 );
             }
             if before.is_some_and(|_| health != r.health) && r.health != Health::Unknown {
+                news = true;
                 change.event(
                     generation,
                     EventKind::InstanceHealth,
@@ -774,28 +1547,46 @@ impl Cluster {
         }
         change.workers.insert(worker_id.to_string(), (row, true));
         if was_lost {
-            self.reschedule(&mut change, &HashSet::new());
+            self.reschedule(&mut change);
         }
-        let revision = change
+        let outcome = self.commit(change)?;
+        // The rollout controller looks at reports on its next tick, not on every heartbeat.
+        // Uptime grows with every report, so a rollout waiting for minHealthyTime needs a look
+        // even when nothing else changed.
+        if news || was_lost || self.rollout_waiting() {
+            self.dirty = true;
+        }
+        let revision = self
             .workers
             .get(worker_id)
-            .map(|(w, _)| w.revision)
+            .map(|w| w.stored.revision)
             .unwrap_or(0);
-        let outcome = self.commit(change)?;
         Ok((revision, outcome))
     }
 
-    /// Declares workers whose lease ran out lost, and moves their instances.
-    pub fn expire_leases(&mut self, now: Instant) -> Result<Outcome, RemoteError> {
+    fn rollout_waiting(&self) -> bool {
+        self.active
+            .as_ref()
+            .is_some_and(|g| g.generation != self.last_good && !self.bad.contains(&g.generation))
+    }
+
+    /// Periodic work: leases, and the rollout controller when reports arrived or a deadline
+    /// may have passed.
+    pub fn tick(&mut self, now: Instant) -> Result<Outcome, RemoteError> {
         let expired: Vec<String> = self
             .workers
             .values()
             .filter(|w| w.stored.state != WorkerState::Lost && w.lease_until <= now)
             .map(|w| w.stored.info.id.clone())
             .collect();
-        if expired.is_empty() {
+        let draining = self
+            .workers
+            .values()
+            .any(|w| w.stored.state == WorkerState::Draining);
+        if expired.is_empty() && !self.dirty && !self.rollout_waiting() && !draining {
             return Ok(Outcome::default());
         }
+        self.dirty = false;
         let generation = self.active_generation();
         let mut change = self.change();
         for id in &expired {
@@ -813,14 +1604,31 @@ impl Cluster {
                 id,
                 "",
                 format!(
-                    "worker {id} is lost: no report for {:.1} s (lease {:.1} s); its instances move",
-                    silent_for as f64 / 1000.0,
-                    self.config.lease.as_secs_f64()
+                    "worker {id} is lost: no report for {} (lease {}); its instances move",
+                    secs(silent_for),
+                    secs(self.config.lease.as_millis() as u64)
                 ),
             );
         }
-        self.reschedule(&mut change, &HashSet::new());
+        if !expired.is_empty() || draining {
+            self.reschedule(&mut change);
+        }
+        self.progress(&mut change);
+        let unchanged = change.batch.is_empty()
+            && change.workers.is_empty()
+            && change
+                .placements
+                .as_ref()
+                .is_none_or(|p| *p == self.placements);
+        if unchanged {
+            return Ok(Outcome::default());
+        }
         self.commit(change)
+    }
+
+    /// Kept for callers that only expire leases.
+    pub fn expire_leases(&mut self, now: Instant) -> Result<Outcome, RemoteError> {
+        self.tick(now)
     }
 
     /// The instances a worker should run, unless it already has revision `last_seen`.
@@ -833,20 +1641,16 @@ impl Cluster {
         if worker.stored.revision == last_seen {
             return Ok(None);
         }
-        let specs: HashMap<&str, &VmSpec> = self
-            .active
-            .iter()
-            .flat_map(|g| g.specs.iter())
-            .map(|s| (s.name.as_str(), s))
-            .collect();
         let instances = self
             .placements
             .values()
             .filter(|p| p.worker_id.as_deref() == Some(worker_id))
             .filter_map(|p| {
-                specs
-                    .get(p.vm_name.as_str())
-                    .map(|s| (p.instance_id.clone(), (*s).clone()))
+                let spec = self
+                    .specs
+                    .get(&p.generation)
+                    .and_then(|m| m.get(&p.vm_name))?;
+                Some((p.instance_id.clone(), spec.clone()))
             })
             .collect();
         Ok(Some(Assignment {
@@ -862,45 +1666,26 @@ impl Cluster {
 
     // ---- reading ----
 
-    fn worker_status(&self, w: &Worker) -> WorkerStatus {
-        let mut used_cpu = 0i64;
-        let mut used_mem = 0i64;
-        let mut count = 0u32;
-        let specs: HashMap<&str, &VmSpec> = self
-            .active
-            .iter()
-            .flat_map(|g| g.specs.iter())
-            .map(|s| (s.name.as_str(), s))
-            .collect();
-        for p in self.placements.values() {
-            if p.worker_id.as_deref() == Some(w.stored.info.id.as_str()) {
-                if let Some(s) = specs.get(p.vm_name.as_str()) {
-                    used_cpu += s.cpu as i64;
-                    used_mem += s.memory_mb as i64;
-                }
-                count += 1;
-            }
-        }
-        WorkerStatus {
-            info: w.stored.info.clone(),
-            state: w.stored.state,
-            healthy: w.stored.state != WorkerState::Lost,
-            free_cpu: w.stored.info.cpu as i64 - used_cpu,
-            free_memory_mb: w.stored.info.memory_mb as i64 - used_mem,
-            instance_count: count,
-            last_heartbeat_ms: w.stored.last_heartbeat_ms,
-            observed_generation: w.stored.observed_generation,
-            metrics: w.stored.metrics.clone(),
-            instances: w.stored.reports.clone(),
-        }
-    }
-
     pub fn worker(&self, id: &str) -> Result<WorkerStatus, RemoteError> {
-        Ok(self.worker_status(self.known_worker(id)?))
+        let w = self.known_worker(id)?;
+        let status = self.status();
+        let mut ws = status
+            .workers
+            .into_iter()
+            .find(|s| s.info.id == id)
+            .unwrap_or_default();
+        ws.instances = w.stored.reports.clone();
+        Ok(ws)
     }
 
     pub fn status(&self) -> ClusterStatus {
-        let specs: HashMap<&str, &VmSpec> = self
+        let empty = self.change();
+        let spec_of = |p: &StoredPlacement| {
+            self.specs
+                .get(&p.generation)
+                .and_then(|m| m.get(&p.vm_name))
+        };
+        let target_specs: HashMap<&str, &VmSpec> = self
             .active
             .iter()
             .flat_map(|g| g.specs.iter())
@@ -911,17 +1696,19 @@ impl Cluster {
         let mut instances = Vec::with_capacity(self.placements.len());
         let mut converged = 0usize;
         for p in self.placements.values() {
-            let spec = specs.get(p.vm_name.as_str());
+            let spec = spec_of(p).or_else(|| target_specs.get(p.vm_name.as_str()).copied());
+            let desired = target_specs.get(p.vm_name.as_str()).copied().or(spec);
             let mut s = InstanceStatus {
                 instance_id: p.instance_id.clone(),
                 vm_name: p.vm_name.clone(),
                 worker_id: p.worker_id.clone().unwrap_or_default(),
-                desired_closure: spec.map(|s| s.closure.clone()).unwrap_or_default(),
+                desired_closure: desired.map(|s| s.closure.clone()).unwrap_or_default(),
                 unplaced_reason: p.reason.clone(),
                 backend: spec.map(|s| s.backend),
                 cpu: spec.map(|s| s.cpu).unwrap_or(0),
                 memory_mb: spec.map(|s| s.memory_mb).unwrap_or(0),
                 phase: Phase::Pending,
+                generation: p.generation,
                 ..Default::default()
             };
             if let Some(wid) = &p.worker_id {
@@ -945,16 +1732,9 @@ impl Cluster {
                     s.phase = Phase::Unknown;
                     s.message = format!("worker {wid} is lost");
                 }
-                let wants_checks = spec.is_some_and(|sp| !sp.health_checks.is_empty());
-                let healthy = if wants_checks {
-                    s.health == Health::Healthy
-                } else {
-                    s.health != Health::Unhealthy
-                };
                 let ok = !lost
-                    && s.phase == Phase::Running
                     && s.observed_closure == s.desired_closure
-                    && healthy;
+                    && self.serving(&empty, p, false);
                 if ok {
                     converged += 1;
                 }
@@ -1013,9 +1793,62 @@ impl Cluster {
             workers,
             instances,
             revision: self.revision,
-            rollouts: Vec::new(),
-            last_good_generation: 0,
+            rollouts: self.rollouts(&empty),
+            last_good_generation: self.last_good,
         }
+    }
+
+    fn rollouts(&self, empty: &Change) -> Vec<RolloutStatus> {
+        let Some(target) = &self.active else {
+            return Vec::new();
+        };
+        let failed = self.bad.contains(&target.generation);
+        let now = now_ms();
+        let by_vm = group_by_vm(&self.placements);
+        let none: Vec<String> = Vec::new();
+        target
+            .specs
+            .iter()
+            .map(|vm| {
+                let ids = by_vm.get(&vm.name).unwrap_or(&none);
+                let st = self.classify(empty, &self.placements, ids, target, vm, now);
+                let waiting = vm.rollout.strategy == RolloutStrategy::Canary
+                    && !target.promoted.contains(&vm.name)
+                    && !st.pending.is_empty()
+                    && st.in_progress.is_empty()
+                    && st.total - st.pending.len() >= vm.rollout.canary_count as usize;
+                let (phase, message) = if failed {
+                    (RolloutPhase::Failed, "the generation failed".to_string())
+                } else if waiting && !vm.rollout.auto_promote {
+                    (
+                        RolloutPhase::WaitingForPromotion,
+                        format!(
+                            "canary healthy; `pcr-test rollout promote {}` continues",
+                            vm.name
+                        ),
+                    )
+                } else if st.pending.is_empty() && st.in_progress.is_empty() {
+                    (RolloutPhase::Complete, String::new())
+                } else {
+                    (
+                        RolloutPhase::Progressing,
+                        format!(
+                            "{} waiting, {} starting",
+                            st.pending.len(),
+                            st.in_progress.len()
+                        ),
+                    )
+                };
+                RolloutStatus {
+                    vm_name: vm.name.clone(),
+                    phase,
+                    generation: target.generation,
+                    updated: st.proven as u32,
+                    total: st.total as u32,
+                    message,
+                }
+            })
+            .collect()
     }
 
     pub fn generations(&self, limit: u32) -> Result<Vec<GenerationInfo>, RemoteError> {
@@ -1055,6 +1888,24 @@ impl Cluster {
     }
 }
 
+fn group_by_vm(placements: &BTreeMap<String, StoredPlacement>) -> HashMap<String, Vec<String>> {
+    let mut by_vm: HashMap<String, Vec<String>> = HashMap::new();
+    for p in placements.values() {
+        by_vm
+            .entry(p.vm_name.clone())
+            .or_default()
+            .push(p.instance_id.clone());
+    }
+    by_vm
+}
+
+fn p_worker<'a>(placements: &'a BTreeMap<String, StoredPlacement>, id: &str) -> &'a str {
+    placements
+        .get(id)
+        .and_then(|p| p.worker_id.as_deref())
+        .unwrap_or("")
+}
+
 fn generation_info(g: &StoredGeneration) -> GenerationInfo {
     GenerationInfo {
         generation: g.generation,
@@ -1063,14 +1914,6 @@ fn generation_info(g: &StoredGeneration) -> GenerationInfo {
         published_at_ms: g.published_at_ms,
         vm_count: g.specs.len() as u32,
         status: g.status.clone(),
-        reason: String::new(),
+        reason: g.reason.clone(),
     }
-}
-
-/// What a worker should run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Assignment {
-    pub generation: u64,
-    pub revision: u64,
-    pub instances: Vec<(String, VmSpec)>,
 }

@@ -73,6 +73,12 @@ const MIGRATIONS: &[&str] = &[
         instance_id TEXT NOT NULL,
         message TEXT NOT NULL
      );",
+    // 2: rollouts — the generation each instance runs, since when; why a generation failed;
+    // which canary rollouts were promoted.
+    "ALTER TABLE placements ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE placements ADD COLUMN since_ms INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE generations ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+     ALTER TABLE generations ADD COLUMN promoted TEXT NOT NULL DEFAULT '[]';",
 ];
 
 /// Events kept in the database; older ones are pruned as new ones arrive.
@@ -93,6 +99,9 @@ pub struct StoredGeneration {
     pub settings: ClusterSettings,
     pub specs: Vec<VmSpec>,
     pub status: String,
+    pub reason: String,
+    /// VMs whose canary rollout was promoted.
+    pub promoted: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -113,14 +122,20 @@ pub struct StoredPlacement {
     pub vm_name: String,
     pub worker_id: Option<String>,
     pub reason: String,
+    /// The generation whose spec the instance runs.
+    pub generation: u64,
+    /// When it was given that generation (unix ms): the start of its healthy deadline.
+    pub since_ms: u64,
 }
 
 /// Everything one request changes, written in one transaction.
 #[derive(Default)]
 pub struct Batch {
     pub generation: Option<StoredGeneration>,
-    /// (generation, new status)
-    pub generation_status: Vec<(u64, String)>,
+    /// (generation, new status, reason)
+    pub generation_status: Vec<(u64, String, String)>,
+    /// (generation, promoted VMs)
+    pub generation_promoted: Vec<(u64, Vec<String>)>,
     pub workers: Vec<StoredWorker>,
     pub placements_upsert: Vec<StoredPlacement>,
     pub placements_delete: Vec<String>,
@@ -132,6 +147,7 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.generation.is_none()
             && self.generation_status.is_empty()
+            && self.generation_promoted.is_empty()
             && self.workers.is_empty()
             && self.placements_upsert.is_empty()
             && self.placements_delete.is_empty()
@@ -207,8 +223,8 @@ impl Store {
         if let Some(g) = &batch.generation {
             tx.execute(
                 "INSERT INTO generations (generation, commit_id, intent_hash, content_hash,
-                    published_at_ms, settings, specs, status)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    published_at_ms, settings, specs, status, reason, promoted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     g.generation as i64,
                     g.commit,
@@ -218,14 +234,25 @@ impl Store {
                     serde_json::to_string(&g.settings)?,
                     serde_json::to_string(&g.specs)?,
                     g.status,
+                    g.reason,
+                    serde_json::to_string(&g.promoted)?,
                 ],
             )?;
         }
         {
+            let mut st = tx.prepare_cached(
+                "UPDATE generations SET status = ?2, reason = ?3 WHERE generation = ?1",
+            )?;
+            for (generation, status, reason) in &batch.generation_status {
+                st.execute(params![*generation as i64, status, reason])?;
+            }
             let mut st =
-                tx.prepare_cached("UPDATE generations SET status = ?2 WHERE generation = ?1")?;
-            for (generation, status) in &batch.generation_status {
-                st.execute(params![*generation as i64, status])?;
+                tx.prepare_cached("UPDATE generations SET promoted = ?2 WHERE generation = ?1")?;
+            for (generation, promoted) in &batch.generation_promoted {
+                st.execute(params![
+                    *generation as i64,
+                    serde_json::to_string(promoted)?
+                ])?;
             }
         }
         {
@@ -257,12 +284,20 @@ impl Store {
                 del.execute([id])?;
             }
             let mut up = tx.prepare_cached(
-                "INSERT INTO placements (instance_id, vm_name, worker_id, reason)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(instance_id) DO UPDATE SET vm_name = ?2, worker_id = ?3, reason = ?4",
+                "INSERT INTO placements (instance_id, vm_name, worker_id, reason, generation, since_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(instance_id) DO UPDATE SET vm_name = ?2, worker_id = ?3, reason = ?4,
+                    generation = ?5, since_ms = ?6",
             )?;
             for p in &batch.placements_upsert {
-                up.execute(params![p.instance_id, p.vm_name, p.worker_id, p.reason])?;
+                up.execute(params![
+                    p.instance_id,
+                    p.vm_name,
+                    p.worker_id,
+                    p.reason,
+                    p.generation as i64,
+                    p.since_ms as i64
+                ])?;
             }
         }
         {
@@ -305,7 +340,7 @@ impl Store {
     pub fn generations(&self, limit: u32) -> Result<Vec<StoredGeneration>> {
         let mut st = self.conn.prepare(
             "SELECT generation, commit_id, intent_hash, content_hash, published_at_ms, settings,
-                    specs, status
+                    specs, status, reason, promoted
              FROM generations ORDER BY generation DESC LIMIT ?1",
         )?;
         let rows = st.query_map([limit as i64], read_generation)?;
@@ -319,7 +354,7 @@ impl Store {
     pub fn generation(&self, generation: u64) -> Result<Option<StoredGeneration>> {
         let mut st = self.conn.prepare(
             "SELECT generation, commit_id, intent_hash, content_hash, published_at_ms, settings,
-                    specs, status
+                    specs, status, reason, promoted
              FROM generations WHERE generation = ?1",
         )?;
         match st
@@ -366,15 +401,17 @@ impl Store {
     }
 
     pub fn placements(&self) -> Result<Vec<StoredPlacement>> {
-        let mut st = self
-            .conn
-            .prepare("SELECT instance_id, vm_name, worker_id, reason FROM placements")?;
+        let mut st = self.conn.prepare(
+            "SELECT instance_id, vm_name, worker_id, reason, generation, since_ms FROM placements",
+        )?;
         let rows = st.query_map([], |r| {
             Ok(StoredPlacement {
                 instance_id: r.get(0)?,
                 vm_name: r.get(1)?,
                 worker_id: r.get(2)?,
                 reason: r.get(3)?,
+                generation: r.get::<_, i64>(4)? as u64,
+                since_ms: r.get::<_, i64>(5)? as u64,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
@@ -399,6 +436,17 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Generations that must not be rolled out again by themselves.
+    pub fn bad_generations(&self) -> Result<Vec<u64>> {
+        let mut st = self.conn.prepare(
+            "SELECT generation FROM generations WHERE status IN ('failed', 'rolled-back')",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        Ok(rows
+            .map(|r| r.map(|g| g as u64))
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn last_event_seq(&self) -> Result<u64> {
         let seq: Option<i64> = self
             .conn
@@ -412,6 +460,7 @@ type GenerationRow = std::result::Result<StoredGeneration, StoreError>;
 fn read_generation(r: &rusqlite::Row<'_>) -> rusqlite::Result<GenerationRow> {
     let settings: String = r.get(5)?;
     let specs: String = r.get(6)?;
+    let promoted: String = r.get(9)?;
     let parsed = (|| -> Result<StoredGeneration> {
         Ok(StoredGeneration {
             generation: r.get::<_, i64>(0)? as u64,
@@ -422,6 +471,8 @@ fn read_generation(r: &rusqlite::Row<'_>) -> rusqlite::Result<GenerationRow> {
             settings: serde_json::from_str(&settings)?,
             specs: serde_json::from_str(&specs)?,
             status: r.get(7)?,
+            reason: r.get(8)?,
+            promoted: serde_json::from_str(&promoted)?,
         })
     })();
     Ok(parsed)

@@ -1,6 +1,9 @@
 //! The control plane as a real process on a free port with a real SQLite file, driven by real
 //! Cap'n Proto clients: simulated workers (worker token) and an operator (operator token).
 
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -749,6 +749,7 @@ pub fn read_error(r: c::error::Reader<'_>) -> R<RemoteError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

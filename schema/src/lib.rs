@@ -7,15 +7,15 @@
 //! - [`client`]: typed async calls on the Master, used by every tool that talks to it.
 
 pub mod common_capnp {
-    #![allow(clippy::all, unused, unsafe_code)]
+    #![allow(clippy::all, clippy::unwrap_used, unused, unsafe_code)]
     include!(concat!(env!("OUT_DIR"), "/common_capnp.rs"));
 }
 pub mod master_capnp {
-    #![allow(clippy::all, unused, unsafe_code)]
+    #![allow(clippy::all, clippy::unwrap_used, unused, unsafe_code)]
     include!(concat!(env!("OUT_DIR"), "/master_capnp.rs"));
 }
 pub mod worker_capnp {
-    #![allow(clippy::all, unused, unsafe_code)]
+    #![allow(clippy::all, clippy::unwrap_used, unused, unsafe_code)]
     include!(concat!(env!("OUT_DIR"), "/worker_capnp.rs"));
 }
 
