@@ -551,3 +551,40 @@ fn tokens_decide_what_a_connection_may_do() {
         assert_eq!(e.code, ErrorCode::NotFound);
     });
 }
+
+#[test]
+fn oversized_requests_are_refused_and_the_server_stays_up() {
+    let cp = ControlPlane::start();
+    local(async {
+        let op = cp.operator().await;
+        // More VMs than a blueprint may hold: a sentence, nothing stored.
+        let many: Vec<VmSpec> = (0..10_001).map(|i| spec(&format!("vm{i}"), 1, 1)).collect();
+        let e = remote(publish(&op, 1, &many).await.unwrap_err());
+        assert_eq!(e.code, ErrorCode::Invalid);
+        assert!(
+            e.message
+                .contains("blueprint has 10001 VMs; at most 10000 are accepted"),
+            "{}",
+            e.message
+        );
+
+        // A message past the 64 MiB read limit is refused before it is parsed; the connection
+        // that sent it is closed, nothing is stored, and everyone else carries on.
+        let mut huge = spec("web", 1, 1);
+        huge.args = vec!["x".repeat(70 * 1024 * 1024)];
+        let big = op.clone();
+        assert!(
+            publish(&big, 1, &[huge]).await.is_err(),
+            "a 70 MiB request must not get through"
+        );
+        let op = cp.operator().await;
+        let status = op.cluster_status().await.expect("the server still answers");
+        assert_eq!(status.active_generation, 0);
+        assert!(
+            publish(&op, 1, &[spec("web", 1, 1)])
+                .await
+                .expect("publish")
+                .changed
+        );
+    });
+}
