@@ -28,6 +28,9 @@ enum Command {
         /// Print the analysis as JSON (the shape repohub reads).
         #[arg(long)]
         json: bool,
+        /// Skip counting lines of source files: much faster on huge trees.
+        #[arg(long)]
+        no_line_counts: bool,
     },
     /// Generate a flake.nix for a repository.
     Flake {
@@ -54,8 +57,11 @@ fn main() -> ExitCode {
 }
 
 fn analyze(path: &std::path::Path) -> anyhow::Result<Analysis> {
-    autonix::analyze(path, &ScanOptions::default())
-        .with_context(|| format!("cannot scan {}", path.display()))
+    analyze_with(path, &ScanOptions::default())
+}
+
+fn analyze_with(path: &std::path::Path, options: &ScanOptions) -> anyhow::Result<Analysis> {
+    autonix::analyze(path, options).with_context(|| format!("cannot scan {}", path.display()))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
@@ -64,8 +70,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let result = match cli.command {
-        Command::Scan { path, json } => {
-            let analysis = analyze(&path)?;
+        Command::Scan {
+            path,
+            json,
+            no_line_counts,
+        } => {
+            let options = ScanOptions {
+                count_lines: !no_line_counts,
+                ..ScanOptions::default()
+            };
+            let analysis = analyze_with(&path, &options)?;
             if json {
                 let text = serde_json::to_string_pretty(&analysis)?;
                 writeln!(out, "{text}")

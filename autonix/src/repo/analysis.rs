@@ -47,13 +47,10 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
     let mut files_of: BTreeMap<&str, Vec<&crate::repo::scan::FileRecord>> =
         roots.iter().map(|r| (r.as_str(), Vec::new())).collect();
     for f in &inv.files {
-        let owner = roots
-            .iter()
-            .rev()
-            .find(|r| r.is_empty() || f.path.starts_with(&format!("{r}/")))
-            .map(String::as_str)
-            .unwrap_or("");
-        files_of.entry(owner).or_default().push(f);
+        let owner = nearest_root(&f.path, |d| files_of.contains_key(d));
+        if let Some(list) = files_of.get_mut(owner) {
+            list.push(f);
+        }
     }
     let mut projects = Vec::new();
     for dir in &roots {
@@ -138,6 +135,19 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
     }
 }
 
+/// The deepest root in `roots` that contains `path`, found by walking up its directories
+/// (a lookup per level, not a scan of every root: monorepos have hundreds).
+fn nearest_root(path: &str, is_root: impl Fn(&str) -> bool) -> &str {
+    let mut dir = path;
+    while let Some((parent, _)) = dir.rsplit_once('/') {
+        if is_root(parent) {
+            return parent;
+        }
+        dir = parent;
+    }
+    ""
+}
+
 /// Project roots, parents before children; `""` (the repository root) always first.
 fn project_roots(inv: &Inventory) -> Vec<String> {
     let mut markers: BTreeMap<String, BTreeMap<String, RootMarker>> = BTreeMap::new();
@@ -151,16 +161,13 @@ fn project_roots(inv: &Inventory) -> Vec<String> {
         }
     }
     let mut roots: Vec<String> = vec![String::new()];
+    let mut accepted: BTreeSet<String> = BTreeSet::new();
     for (dir, names) in &markers {
         if dir.is_empty() {
             continue;
         }
-        let ancestor = roots
-            .iter()
-            .rev()
-            .find(|r| r.is_empty() || dir.starts_with(&format!("{r}/")))
-            .cloned()
-            .unwrap_or_default();
+        let probe = format!("{dir}/x");
+        let ancestor = nearest_root(&probe, |d| accepted.contains(d)).to_string();
         let parent = markers.get(&ancestor);
         let parent_has = |n: &str| parent.is_some_and(|p| p.contains_key(n));
         let parent_text = |n: &str| {
@@ -197,6 +204,7 @@ fn project_roots(inv: &Inventory) -> Vec<String> {
                 }));
         if !folds {
             roots.push(dir.clone());
+            accepted.insert(dir.clone());
         }
     }
     roots
