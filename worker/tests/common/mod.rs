@@ -1,0 +1,166 @@
+//! Scaffolding shared by the worker's integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use worker::driver::{terminate_group, Launch};
+use worker::state::StateDir;
+
+/// Kills, on drop, every process group recorded in a state directory (and any launch added by
+/// hand): workloads are detached from the worker on purpose, so tests must clean up after
+/// them explicitly, whatever happens.
+pub struct KillOnDrop {
+    pub state_dirs: Vec<PathBuf>,
+    pub launches: Vec<Launch>,
+}
+
+impl KillOnDrop {
+    pub fn new() -> KillOnDrop {
+        KillOnDrop {
+            state_dirs: Vec::new(),
+            launches: Vec::new(),
+        }
+    }
+    pub fn watch_state(&mut self, dir: &Path) {
+        self.state_dirs.push(dir.to_path_buf());
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for launch in &self.launches {
+            terminate_group(launch, Duration::ZERO);
+        }
+        for dir in &self.state_dirs {
+            if let Ok(state) = StateDir::open(dir) {
+                for found in state.scan().unwrap_or_default() {
+                    if let Some(launch) = found.launch {
+                        terminate_group(&launch, Duration::ZERO);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Polls `check` (blocking) until it yields, or panics after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Builds, with real `nix build`, a process workload: `bin/web` serves `www/` with busybox
+/// httpd on 127.0.0.1:$PORT, and `www/index.html` says `hello from <version>`. Different
+/// versions are different closures.
+pub fn build_web_closure(version: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("tools")).expect("tools");
+    std::fs::copy("/bin/busybox", dir.path().join("tools/busybox")).expect("copy busybox");
+    let flake = r##"{
+  outputs = { self }: {
+    packages.x86_64-linux.default = builtins.derivation {
+      name = "procurator-test-web";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      tools = ./tools;
+      args = [ "-c" ''
+        bb=$tools/busybox
+        $bb mkdir -p $out/bin $out/www
+        $bb cp $bb $out/bin/busybox
+        echo "hello from @VERSION@" > $out/www/index.html
+        {
+          echo "#!$out/bin/busybox sh"
+          echo "echo \"web @VERSION@ listening on \$PORT\""
+          echo "exec $out/bin/busybox httpd -f -p 127.0.0.1:\$PORT -h $out/www"
+        } > $out/bin/web
+        $bb chmod 755 $out/bin/web
+      '' ];
+    };
+  };
+}
+"##
+    .replace("@VERSION@", version);
+    std::fs::write(dir.path().join("flake.nix"), flake).expect("flake");
+    test_support::vm_image::nix_build(dir.path(), "default")
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// GET / on 127.0.0.1:port, the body if it answered 200.
+pub fn http_get(port: u16) -> Option<String> {
+    let stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let r = worker::http1::request(stream, "GET", "127.0.0.1", "/", None).ok()?;
+    (r.status == 200).then_some(r.body)
+}
+
+/// A running `pcr-worker` process, killed (SIGKILL, like a crash) on drop. Its workloads are
+/// not: they are detached on purpose; [`KillOnDrop`] takes care of them.
+pub struct WorkerProcess {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn start(addr: &str, token: &str, id: &str, state: &Path, extra: &[&str]) -> WorkerProcess {
+        let log = state.with_extension("log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("worker log");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pcr-worker"));
+        cmd.args(["--master", addr, "--token", token, "--id", id])
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--backends", "process", "--stop-grace-secs", "5"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out);
+        test_support::die_with_parent(&mut cmd);
+        WorkerProcess {
+            child: cmd.spawn().expect("spawn pcr-worker"),
+            log,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The launch recorded for an instance in a worker's state directory.
+pub fn recorded_launch(state: &Path, instance: &str) -> Option<Launch> {
+    let text =
+        std::fs::read_to_string(state.join("instances").join(instance).join("launch.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
