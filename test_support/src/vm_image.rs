@@ -137,10 +137,12 @@ const FLAKE: &str = r#"{
           echo "procurator.test=1" > $out/kernel-params
           {
             echo '#!/bin/sh'
+            echo '# Open the power button first: a press after the lines below is then queued.'
+            echo 'ev=$(ls /dev/input/event* 2>/dev/null | head -n 1)'
+            echo 'if [ -n "$ev" ]; then exec 3< $ev; fi'
             echo 'echo "@BOOT_LINE@ from $0"'
             echo "echo \"procurator-test: store file says: \$(cat $greeting)\""
-            echo 'ev=$(ls /dev/input/event* 2>/dev/null | head -n 1)'
-            echo 'if [ -n "$ev" ]; then dd if=$ev of=/dev/null bs=24 count=1 2>/dev/null; else while true; do sleep 3600; done; fi'
+            echo 'if [ -n "$ev" ]; then dd of=/dev/null bs=24 count=1 <&3 2>/dev/null; else while true; do sleep 3600; done; fi'
             echo 'echo "@POWEROFF_LINE@"'
             echo 'poweroff -f'
           } > $out/init

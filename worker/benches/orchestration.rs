@@ -243,7 +243,9 @@ async fn run() {
         let (virtiofsd, socket) =
             spawn_virtiofsd(&driver.virtiofsd, &dir).expect("virtiofsd by hand");
         let mut cmd = Command::new(&driver.qemu);
-        cmd.args(driver.args(&dir, &vm_spec, &toplevel, &socket));
+        cmd.args(driver.args(&dir, &vm_spec, &toplevel, &socket))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
         let qemu = spawn_detached(cmd, "qemu", Some(virtiofsd.pid)).expect("qemu by hand");
         let launch = Launch {
             pgid: virtiofsd.pid,

@@ -222,7 +222,7 @@ impl Driver for CloudHypervisorDriver {
         let socket = dir.join("api.sock");
         match api(&socket, "PUT", "vm.power-button", None) {
             Ok(_) if wait_gone(&launch.main, grace) => {
-                super::signal_group(launch, rustix::process::Signal::KILL);
+                super::kill_rest(launch);
                 return Ok(Stopped::Clean);
             }
             Ok(_) => tracing::debug!("guest ignored the power button"),
@@ -232,7 +232,7 @@ impl Driver for CloudHypervisorDriver {
         let _ = api(&socket, "PUT", "vm.shutdown", None);
         let _ = api(&socket, "PUT", "vmm.shutdown", None);
         if wait_gone(&launch.main, Duration::from_secs(2)) {
-            super::signal_group(launch, rustix::process::Signal::KILL);
+            super::kill_rest(launch);
             return Ok(Stopped::Clean);
         }
         terminate_group(launch, Duration::ZERO);

@@ -189,20 +189,30 @@ pub(crate) fn wait_gone(proc: &ProcRef, timeout: Duration) -> bool {
     }
 }
 
+/// Kills what is left of a launch's group (helpers such as virtiofsd once the VMM is gone)
+/// and waits until the helpers are gone.
+pub(crate) fn kill_rest(launch: &Launch) {
+    signal_group(launch, Signal::KILL);
+    for helper in &launch.helpers {
+        wait_gone(helper, Duration::from_secs(5));
+    }
+}
+
 /// SIGTERM to the group, wait, SIGKILL: the end of every stop path.
 pub fn terminate_group(launch: &Launch, grace: Duration) -> Stopped {
     if !launch.main.is_alive() {
-        signal_group(launch, Signal::KILL);
+        kill_rest(launch);
         return Stopped::AlreadyGone;
     }
     signal_group(launch, Signal::TERM);
     if wait_gone(&launch.main, grace) {
         // Helpers that outlive the main process have nothing left to serve.
-        signal_group(launch, Signal::KILL);
+        kill_rest(launch);
         return Stopped::Clean;
     }
     signal_group(launch, Signal::KILL);
     wait_gone(&launch.main, Duration::from_secs(5));
+    kill_rest(launch);
     Stopped::Killed
 }
 

@@ -191,15 +191,25 @@ impl Driver for QemuDriver {
             return Ok(terminate_group(launch, Duration::ZERO));
         }
         let started = Instant::now();
-        // ACPI power button first: the guest shuts down and QEMU exits.
-        let powerdown =
-            Qmp::connect(&dir.join("qmp.sock")).and_then(|mut qmp| qmp.execute("system_powerdown"));
-        if powerdown.is_ok() && wait_gone(&launch.main, grace) {
-            super::signal_group(launch, rustix::process::Signal::KILL);
-            return Ok(Stopped::Clean);
-        }
-        if let Err(e) = &powerdown {
-            tracing::debug!("system_powerdown failed: {e}");
+        // ACPI power button first: the guest shuts down and QEMU exits. A press that arrives
+        // while the guest is still booting (before anything listens to the button) is lost,
+        // so it is pressed again every few seconds within the grace period.
+        let deadline = started + grace;
+        loop {
+            let pressed = Qmp::connect(&dir.join("qmp.sock"))
+                .and_then(|mut qmp| qmp.execute("system_powerdown"));
+            if let Err(e) = &pressed {
+                tracing::debug!("system_powerdown failed: {e}");
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            if wait_gone(&launch.main, (deadline - now).min(Duration::from_secs(3))) {
+                super::kill_rest(launch);
+                return Ok(Stopped::Clean);
+            }
         }
         // The guest ignored the button: end QEMU itself, then anything left in the group.
         let _ = Qmp::connect(&dir.join("qmp.sock")).and_then(|mut qmp| qmp.execute("quit"));
