@@ -1,0 +1,329 @@
+//! Faults injected into a real cluster: control plane and workers as separate processes,
+//! workloads built by real `nix build`. A killed worker and a paused worker lose their
+//! workload to another worker within the lease, and stop their copy when they return; a
+//! generation whose service fails its health check is rolled back to the previous one.
+
+// Tests may unwrap: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use schema::client::MasterClient;
+use schema::model::*;
+use test_support::{eventually, ControlPlane, Options};
+
+const LEASE_MS: u64 = 2_000;
+
+fn local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
+/// A workload that only runs (no port), so two copies can exist on one host and be counted.
+fn build_sleeper() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tools")).unwrap();
+    std::fs::copy("/bin/busybox", dir.path().join("tools/busybox")).unwrap();
+    let flake = r##"{
+  outputs = { self }: {
+    packages.x86_64-linux.default = builtins.derivation {
+      name = "procurator-test-sleeper";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      tools = ./tools;
+      args = [ "-c" ''
+        $tools/busybox mkdir -p $out/bin
+        $tools/busybox cp $tools/busybox $out/bin/busybox
+        {
+          echo "#!$out/bin/busybox sh"
+          echo "exec $out/bin/busybox sleep 100000"
+        } > $out/bin/sleeper
+        $tools/busybox chmod 755 $out/bin/sleeper
+      '' ];
+    };
+  };
+}
+"##;
+    std::fs::write(dir.path().join("flake.nix"), flake).unwrap();
+    test_support::vm_image::nix_build(dir.path(), "default")
+}
+
+/// Processes running `instance` of `closure`, by pid.
+fn copies(instance: &str, closure: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(closure) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let wanted = format!("PROCURATOR_INSTANCE={instance}");
+        if environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+async fn publish(master: &MasterClient, generation: u64, specs: &[VmSpec]) {
+    let settings = ClusterSettings::default();
+    master
+        .publish_state(
+            &format!("commit-{generation}"),
+            generation,
+            &content_hash(&settings, specs),
+            specs,
+            &settings,
+        )
+        .await
+        .unwrap();
+}
+
+async fn running_on(master: &MasterClient, id: &str, worker: &str, closure: &str) {
+    eventually(
+        Duration::from_secs(60),
+        &format!("{id} running on {worker}"),
+        || async {
+            let s = master.cluster_status().await.ok()?;
+            let i = s.instances.into_iter().find(|i| i.instance_id == id)?;
+            (i.worker_id == worker && i.phase == Phase::Running && i.observed_closure == closure)
+                .then_some(())
+        },
+    )
+    .await
+}
+
+fn sleeper_spec(name: &str, closure: &str) -> VmSpec {
+    let mut spec = VmSpec::process(name, closure);
+    spec.exec = "bin/sleeper".into();
+    spec.memory_mb = 64;
+    spec
+}
+
+/// kill -9 (`pause = false`) or SIGSTOP (`pause = true`) of the worker running the workload.
+fn lost_worker(pause: bool) {
+    // Tests run in parallel and `copies` looks at every process: a name per test.
+    let name = if pause { "paused" } else { "killed" };
+    let instance = format!("{name}-0");
+    let instance = instance.as_str();
+    let closure = build_sleeper();
+    let cp = ControlPlane::start_with(Options {
+        lease_ms: LEASE_MS,
+        heartbeat_ms: 250,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let (s1, s2) = (dir.path().join("w1"), dir.path().join("w2"));
+    let mut cleanup = KillOnDrop::new();
+    cleanup.watch_state(&s1);
+    cleanup.watch_state(&s2);
+    let mut w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &s1, &[]);
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w1 registered", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
+        })
+        .await;
+        publish(&master, 1, &[sleeper_spec(name, &closure)]).await;
+        running_on(&master, instance, "w1", &closure).await;
+    });
+    let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w2 registered", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 2).then_some(())
+        })
+        .await;
+    });
+    let original = copies(instance, &closure);
+    assert_eq!(original.len(), 1, "one copy before the fault");
+
+    let t0 = Instant::now();
+    if pause {
+        // kill(1) pauses the worker without any unsafe code in the test.
+        let ok = std::process::Command::new("kill")
+            .args(["-STOP", &w1.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "SIGSTOP");
+    } else {
+        w1.kill9();
+    }
+    let moved = local(async {
+        let master = cp.operator().await;
+        running_on(&master, instance, "w2", &closure).await;
+        t0.elapsed()
+    });
+    eprintln!(
+        "fault ({}) → {instance} running on w2 after {:?} (lease {LEASE_MS} ms)",
+        if pause { "SIGSTOP" } else { "kill -9" },
+        moved
+    );
+    assert!(
+        moved < Duration::from_millis(LEASE_MS + 5_000),
+        "rescheduling took {moved:?}, more than the lease + 5 s"
+    );
+    // The old copy is still there: a worker out of reach cannot stop what it runs.
+    assert!(copies(instance, &closure).contains(&original[0]));
+
+    // The worker comes back: it learns job-0 is no longer its own and stops its copy.
+    let t1 = Instant::now();
+    let _w1_again;
+    if pause {
+        let ok = std::process::Command::new("kill")
+            .args(["-CONT", &w1.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "SIGCONT");
+    } else {
+        _w1_again = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &s1, &[]);
+    }
+    wait_for(Duration::from_secs(30), "the duplicate to stop", || {
+        let now = copies(instance, &closure);
+        (now.len() == 1 && !now.contains(&original[0])).then_some(())
+    });
+    eprintln!("worker back → duplicate stopped after {:?}", t1.elapsed());
+    local(async {
+        let master = cp.operator().await;
+        let s = master.cluster_status().await.unwrap();
+        let w1s = s.workers.iter().find(|w| w.info.id == "w1").unwrap();
+        assert_eq!(w1s.state, WorkerState::Ready);
+        let job = s
+            .instances
+            .iter()
+            .find(|i| i.instance_id == instance)
+            .unwrap();
+        assert_eq!(job.worker_id, "w2");
+        let events = master.events(0, 1000).await.unwrap();
+        assert!(events
+            .iter()
+            .any(|e| e.kind == EventKind::WorkerLost && e.worker_id == "w1"));
+        assert!(events
+            .iter()
+            .any(|e| e.kind == EventKind::WorkerReturned && e.worker_id == "w1"));
+    });
+}
+
+#[test]
+fn a_killed_worker_loses_its_workload_within_the_lease_and_stops_the_copy_when_back() {
+    lost_worker(false);
+}
+
+#[test]
+fn a_paused_worker_gets_the_same_guarantees() {
+    lost_worker(true);
+}
+
+#[test]
+fn a_generation_failing_its_health_check_is_rolled_back_with_real_processes() {
+    let v1 = build_web_closure("v1");
+    let v2 = build_web_closure("v2");
+    let v3 = build_web_closure("v3");
+    let port = free_port();
+    let web = |closure: &str, path: &str| {
+        let mut spec = VmSpec::process("web", closure);
+        spec.exec = "bin/web".into();
+        spec.memory_mb = 64;
+        spec.env.insert("PORT".into(), port.to_string());
+        spec.health_checks.push(HealthCheck {
+            kind: CheckKind::Http {
+                port,
+                path: path.into(),
+                expect_status: 200,
+            },
+            interval_ms: 200,
+            timeout_ms: 1_000,
+            retries: 2,
+            grace_period_ms: 0,
+        });
+        spec.rollout.min_healthy_time_ms = 500;
+        spec.rollout.healthy_deadline_ms = 4_000;
+        spec.restart.initial_backoff_ms = 100;
+        spec.restart.max_backoff_ms = 1_000;
+        spec
+    };
+    let cp = ControlPlane::start_with(Options {
+        lease_ms: 10_000,
+        heartbeat_ms: 250,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("w1");
+    let mut cleanup = KillOnDrop::new();
+    cleanup.watch_state(&state);
+    let _w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &state, &[]);
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w1 registered", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
+        })
+        .await;
+        publish(&master, 1, &[web(&v1, "/")]).await;
+        eventually(
+            Duration::from_secs(60),
+            "generation 1 rolled out",
+            || async {
+                (master.cluster_status().await.ok()?.last_good_generation == 1).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(http_get(port).as_deref(), Some("hello from v1\n"));
+
+        // Generation 2's service answers 404 on its health path: never healthy.
+        let t0 = Instant::now();
+        publish(&master, 2, &[web(&v2, "/healthz")]).await;
+        let s = eventually(
+            Duration::from_secs(60),
+            "the rollback to generation 1",
+            || async {
+                let s = master.cluster_status().await.ok()?;
+                let i = s.instances.first()?;
+                let back = s.active_generation == 1
+                    && i.observed_closure == v1
+                    && i.phase == Phase::Running
+                    && i.health == Health::Healthy;
+                back.then_some(s)
+            },
+        )
+        .await;
+        eprintln!(
+            "failing rollout → generation 1 healthy again after {:?} (healthyDeadline 4 s)",
+            t0.elapsed()
+        );
+        assert_eq!(s.last_good_generation, 1);
+        assert_eq!(http_get(port).as_deref(), Some("hello from v1\n"));
+        let gens = master.generations(10).await.unwrap();
+        let g2 = gens.iter().find(|g| g.generation == 2).unwrap();
+        assert_eq!(g2.status, "failed");
+        eprintln!("generation 2 failed: {}", g2.reason);
+        assert!(
+            g2.reason.contains("web-0"),
+            "status says why: {}",
+            g2.reason
+        );
+
+        // A later good generation deploys normally.
+        publish(&master, 3, &[web(&v3, "/")]).await;
+        eventually(
+            Duration::from_secs(60),
+            "generation 3 rolled out",
+            || async {
+                (master.cluster_status().await.ok()?.last_good_generation == 3).then_some(())
+            },
+        )
+        .await;
+        assert_eq!(http_get(port).as_deref(), Some("hello from v3\n"));
+    });
+}
