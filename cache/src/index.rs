@@ -113,6 +113,8 @@ pub struct Index {
     write: Mutex<Connection>,
     reads: Vec<Mutex<Connection>>,
     next_read: AtomicUsize,
+    /// Only asks for `data_version`, which is per connection and so needs one of its own.
+    watch: Mutex<Connection>,
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -131,21 +133,31 @@ impl Index {
         // startup `fsck` reconciles the index with the files either way.
         write.pragma_update(None, "synchronous", "NORMAL")?;
         write.execute_batch(SCHEMA)?;
+        let open_reader = || -> rusqlite::Result<Mutex<Connection>> {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            configure(&conn)?;
+            Ok(Mutex::new(conn))
+        };
         let reads = (0..readers.max(1))
-            .map(|_| {
-                let conn = Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                configure(&conn)?;
-                Ok(Mutex::new(conn))
-            })
+            .map(|_| open_reader())
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Index {
             write: Mutex::new(write),
             reads,
             next_read: AtomicUsize::new(0),
+            watch: open_reader()?,
         })
+    }
+
+    /// A number that changes whenever a connection other than the watcher's commits.
+    pub fn data_version(&self) -> rusqlite::Result<i64> {
+        self.watch
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
     }
 
     /// A read connection; spreads concurrent lookups over the pool.

@@ -13,6 +13,7 @@
 //! [`serve`] to run it; the `pcr-cache` binary wraps both.
 
 pub mod gc;
+mod hot;
 mod http;
 mod index;
 mod ingest;
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 pub use http::{parse_range, router, App, Auth, ByteRange};
 pub use ingest::IngestError;
-pub use store::{Cache, GcReport, PinError, StoreConfig, UploadError};
+pub use store::{Cache, GcReport, PinError, StoreConfig, UploadError, DEFAULT_GC_GRACE};
 
 /// What went wrong inside the cache (as opposed to a refused request).
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +65,9 @@ pub struct GcPolicy {
 
 /// How often downloads are written back as access times (which garbage collection reads).
 const ACCESS_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the index is checked for commits by another process; well under the GC grace
+/// period, so that no narinfo outlives its NAR.
+const INDEX_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Serves `app` on `listener` until `shutdown` resolves, with the background work a running
 /// cache needs: flushing access times and, if `gc` is set, periodic garbage collection.
@@ -101,6 +105,7 @@ enum Maintenance {
 
 async fn background(cache: Arc<Cache>, gc: Option<GcPolicy>) {
     let mut flush = tokio::time::interval(ACCESS_FLUSH_INTERVAL);
+    let mut watch = tokio::time::interval(INDEX_WATCH_INTERVAL);
     let mut collect = gc.map(|p| {
         let mut i = tokio::time::interval_at(tokio::time::Instant::now() + p.interval, p.interval);
         i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,6 +122,13 @@ async fn background(cache: Arc<Cache>, gc: Option<GcPolicy>) {
             }
         };
         let job = tokio::select! {
+            _ = watch.tick() => {
+                // A single PRAGMA on a memory-mapped WAL index: cheap enough to run in place.
+                if let Err(e) = cache.watch_index() {
+                    tracing::error!(error = %error_chain(&e), "cannot watch the index");
+                }
+                continue;
+            }
             _ = flush.tick() => Maintenance::FlushAccess,
             Some(retention) = gc_tick => Maintenance::Gc(retention),
         };

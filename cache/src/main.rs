@@ -181,6 +181,7 @@ fn store_config(storage: StorageArgs, signing_key: Option<SecretKey>) -> StoreCo
         storage: storage.storage,
         store_dir: storage.store_dir,
         signing_key,
+        gc_grace: cache::DEFAULT_GC_GRACE,
     }
 }
 

@@ -22,6 +22,7 @@ use futures::{Stream, StreamExt};
 use rusqlite::TransactionBehavior;
 use tokio::sync::mpsc;
 
+use crate::hot::HotCache;
 use crate::index::{self, Index, NarRow, NewPath};
 use crate::ingest::{self, IngestError};
 use crate::metrics::{self, Metrics};
@@ -37,7 +38,14 @@ pub struct StoreConfig {
     /// The Nix store directory the cached paths belong to, `/nix/store` almost always.
     pub store_dir: String,
     pub signing_key: Option<SecretKey>,
+    /// How long garbage collection waits between unpublishing paths and deleting their NAR
+    /// files, so that a client that fetched a narinfo just before can still fetch its NAR, and
+    /// a server in another process notices the change first (see [`Cache::watch_index`]).
+    pub gc_grace: Duration,
 }
+
+/// The grace period `pcr-cache` uses.
+pub const DEFAULT_GC_GRACE: Duration = Duration::from_secs(5);
 
 /// Why an upload (NAR or narinfo) was refused.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +123,11 @@ pub struct Cache {
     /// Paths downloaded since the last flush; written to the index in one transaction every few
     /// seconds, because a write per lookup would cost more than the lookup.
     accessed: Mutex<HashSet<StoreHash>>,
+    hot: HotCache,
+    /// The index's `data_version` when last looked at: it moves when another connection (our
+    /// writer, or another process) commits.
+    seen_version: Mutex<Option<i64>>,
+    gc_grace: Duration,
     pub metrics: Metrics,
 }
 
@@ -172,6 +185,9 @@ impl Cache {
             spool_dir,
             index,
             accessed: Mutex::new(HashSet::new()),
+            hot: HotCache::default(),
+            seen_version: Mutex::new(None),
+            gc_grace: config.gc_grace,
             metrics: Metrics::default(),
         })
     }
@@ -187,30 +203,29 @@ impl Cache {
             std::fs::remove_file(&path).map_err(io_error(&path))?;
         }
 
-        let mut conn = self.index.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let indexed: HashSet<String> = index::all_nar_files(&tx)?.into_iter().collect();
-        let mut missing = 0;
-        for file in &indexed {
-            if !self.nar_dir.join(file).exists() {
-                index::delete_nar(&tx, file)?;
-                missing += 1;
+        let (indexed, missing, incomplete) = {
+            let mut conn = self.index.writer();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let indexed: HashSet<String> = index::all_nar_files(&tx)?.into_iter().collect();
+            let mut missing = 0;
+            for file in &indexed {
+                if !self.nar_dir.join(file).exists() {
+                    index::delete_nar(&tx, file)?;
+                    missing += 1;
+                }
             }
-        }
-        let incomplete = index::delete_incomplete(&tx)?;
-        tx.commit()?;
+            let incomplete = index::delete_incomplete(&tx)?;
+            tx.commit()?;
+            (indexed, missing, incomplete)
+        };
 
-        let mut orphans = 0;
-        let dir = std::fs::read_dir(&self.nar_dir).map_err(io_error(&self.nar_dir))?;
-        for entry in dir {
-            let entry = entry.map_err(io_error(&self.nar_dir))?;
-            let name = entry.file_name();
-            if !name.to_str().is_some_and(|n| indexed.contains(n)) {
-                // A NAR renamed into place whose row was never committed: invisible, unreferenced.
-                std::fs::remove_file(entry.path()).map_err(io_error(&entry.path()))?;
-                orphans += 1;
-            }
-        }
+        let orphans = std::fs::read_dir(&self.nar_dir)
+            .map_err(io_error(&self.nar_dir))?
+            .filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_str().is_some_and(|n| indexed.contains(n)))
+            .count();
+        // A NAR renamed into place whose row was never committed: invisible and unreferenced.
+        self.delete_unindexed_files()?;
         if missing + incomplete + orphans > 0 {
             tracing::warn!(
                 missing_nar_files = missing,
@@ -262,9 +277,20 @@ impl Cache {
         info
     }
 
-    /// The signed narinfo of a published path, counted as an access.
-    pub fn narinfo(&self, hash: &StoreHash, count_access: bool) -> Result<Option<String>, Error> {
-        let found = self.index.narinfo(hash)?;
+    /// The signed narinfo of a published path; a GET (`count_access`) counts as a use for
+    /// garbage collection.
+    pub fn narinfo(&self, hash: &StoreHash, count_access: bool) -> Result<Option<Bytes>, Error> {
+        let found = match self.hot.get(hash) {
+            Some(text) => Some(text),
+            None => {
+                let epoch = self.hot.epoch();
+                let text = self.index.narinfo(hash)?.map(Bytes::from);
+                if let Some(text) = &text {
+                    self.hot.insert(epoch, hash.clone(), text.clone());
+                }
+                text
+            }
+        };
         if found.is_some() {
             metrics::inc(&self.metrics.narinfo_hits);
             if count_access {
@@ -277,6 +303,18 @@ impl Cache {
             metrics::inc(&self.metrics.narinfo_misses);
         }
         Ok(found)
+    }
+
+    /// Drops the in-memory narinfos if the index changed behind this process's back (a
+    /// `pcr-cache gc` next to the server); the server calls it a few times a second.
+    pub fn watch_index(&self) -> Result<(), Error> {
+        let version = self.index.data_version()?;
+        let mut seen = self.seen_version.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.is_some_and(|v| v != version) {
+            self.hot.invalidate();
+        }
+        *seen = Some(version);
+        Ok(())
     }
 
     /// The index row of a NAR by stored or upload name.
@@ -379,9 +417,6 @@ impl Cache {
                 .temp
                 .persist(&target)
                 .map_err(|e| io_error(&target)(e.error))?;
-            std::fs::File::open(&this.nar_dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_error(&this.nar_dir))?;
             index::insert_nar(&tx, &row)?;
             tx.commit()?;
             Ok(row)
@@ -490,6 +525,7 @@ impl Cache {
                 nar.nar_size.to_string(),
             ));
         }
+        let mut replaced = false;
         let mut missing = Vec::new();
         for r in &info.references {
             // Parsing validated every reference, so the split cannot fail here.
@@ -508,6 +544,7 @@ impl Cache {
                 return Err(UploadError::Conflict(info.store_path));
             }
             Some(_) => {
+                replaced = true;
                 // Re-upload of the same contents: keep the signatures collected so far.
                 if let Some(old) = index::unsigned_narinfo(&tx, hash).map_err(Error::from)? {
                     if let Ok(old) = NarInfo::parse(&self.store_dir, &old) {
@@ -548,6 +585,9 @@ impl Cache {
         )
         .map_err(Error::from)?;
         tx.commit().map_err(Error::from)?;
+        if replaced {
+            self.hot.invalidate();
+        }
         tracing::info!(path = %info.store_path, nar = %nar.file, "narinfo published");
         Ok(())
     }
@@ -627,43 +667,44 @@ impl Cache {
 
     /// Deletes every path neither pinned nor used within `retention`, nor referenced by one
     /// that is, and every NAR file no remaining path uses. Blocking: run it off the runtime.
+    ///
+    /// Two phases: first the paths are unpublished (one transaction), then, after the grace
+    /// period, the NAR files that still have no index row are unlinked, under the index's write
+    /// lock so that an upload cannot rename a file into place in between.
     pub fn gc(&self, retention: Duration) -> Result<GcReport, Error> {
         self.flush_access()?;
         let cutoff = now() - i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
-        let mut conn = self.index.writer();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ages = index::path_ages(&tx)?;
-        let refs = index::all_refs(&tx)?;
-        let pins = index::pinned_hashes(&tx)?;
-        let live = crate::gc::live_set(
-            ages.iter().map(|a| (a.hash.as_str(), a.last_used)),
-            &refs,
-            &pins,
-            cutoff,
-        );
-        let mut report = GcReport {
-            paths_kept: live.len(),
-            ..GcReport::default()
-        };
-        for age in ages.iter().filter(|a| !live.contains(a.hash.as_str())) {
-            index::delete_path(&tx, &age.hash)?;
-            report.paths_deleted += 1;
-        }
-        let unused = index::unused_nars(&tx, cutoff)?;
-        for (file, size) in &unused {
-            index::delete_nar(&tx, file)?;
-            let path = self.nar_dir.join(file);
-            // Unlinked inside the transaction: if this process dies before the commit, the rows
-            // stay and recovery at the next start drops the ones whose file is gone.
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_error(&path)(e)),
+        let mut report = GcReport::default();
+        {
+            let mut conn = self.index.writer();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let ages = index::path_ages(&tx)?;
+            let refs = index::all_refs(&tx)?;
+            let pins = index::pinned_hashes(&tx)?;
+            let live = crate::gc::live_set(
+                ages.iter().map(|a| (a.hash.as_str(), a.last_used)),
+                &refs,
+                &pins,
+                cutoff,
+            );
+            report.paths_kept = live.len();
+            for age in ages.iter().filter(|a| !live.contains(a.hash.as_str())) {
+                index::delete_path(&tx, &age.hash)?;
+                report.paths_deleted += 1;
             }
-            report.nars_deleted += 1;
-            report.bytes_freed += size;
+            for (file, size) in index::unused_nars(&tx, cutoff)? {
+                index::delete_nar(&tx, &file)?;
+                report.nars_deleted += 1;
+                report.bytes_freed += size;
+            }
+            tx.commit()?;
         }
-        tx.commit()?;
+        self.hot.invalidate();
+        if report.nars_deleted > 0 {
+            std::thread::sleep(self.gc_grace);
+        }
+        self.delete_unindexed_files()?;
+
         metrics::inc(&self.metrics.gc_runs);
         metrics::add(&self.metrics.gc_deleted_paths, report.paths_deleted as u64);
         metrics::add(&self.metrics.gc_freed_bytes, report.bytes_freed);
@@ -675,5 +716,32 @@ impl Cache {
             "garbage collection done"
         );
         Ok(report)
+    }
+
+    /// Unlinks files under `nar/` that have no index row: those garbage collection unpublished,
+    /// and any left by a crash between an upload's rename and its commit.
+    fn delete_unindexed_files(&self) -> Result<(), Error> {
+        let mut conn = self.index.writer();
+        // Held while unlinking: uploads rename files into place only inside such a transaction.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let indexed: HashSet<String> = index::all_nar_files(&tx)?.into_iter().collect();
+        let dir = std::fs::read_dir(&self.nar_dir).map_err(io_error(&self.nar_dir))?;
+        for entry in dir {
+            let entry = entry.map_err(io_error(&self.nar_dir))?;
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| indexed.contains(n))
+            {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(&entry.path())(e)),
+            }
+        }
+        tx.commit()?;
+        Ok(())
     }
 }

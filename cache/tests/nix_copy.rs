@@ -345,3 +345,57 @@ async fn read_token_protects_pulls_and_nix_sends_it_from_netrc() {
     );
     cache.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_pin_and_gc_work_next_to_a_running_server() {
+    let fx = fixture();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("storage");
+    let key = SecretKey::generate("cache-cli").expect("key");
+    let public = key.public().to_string();
+    let cache = TestCache::start(&storage, Some(key)).await;
+    let push = cache.push(&[&fx.top, &fx.other], "zstd", true).await;
+    assert!(push.status.success(), "push failed: {}", stderr(&push));
+    // Served once, so the server holds it in memory: the CLI's GC must still take it away.
+    let other = format!("/{}.narinfo", hash_part(&fx.other));
+    assert_eq!(cache.get(&other).await.status(), 200);
+
+    let cli = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_pcr-cache"));
+        cmd.args(args)
+            .arg("--storage")
+            .arg(&storage)
+            .kill_on_drop(true);
+        cmd
+    };
+    let pin = run(&mut cli(&["pin", "generation-3", &fx.top])).await;
+    assert!(pin.status.success(), "{}", stderr(&pin));
+    let pins = run(&mut cli(&["pins"])).await;
+    let pins: serde_json::Value = serde_json::from_slice(&pins.stdout).expect("json");
+    assert_eq!(pins["generation-3"], serde_json::json!([fx.top]));
+
+    let gc = run(&mut cli(&["gc", "--retention", "0"])).await;
+    assert!(gc.status.success(), "{}", stderr(&gc));
+    let report: serde_json::Value = serde_json::from_slice(&gc.stdout).expect("json");
+    assert_eq!(report["paths_deleted"], 2, "{report}");
+
+    let mut gone = false;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !gone && std::time::Instant::now() < deadline {
+        gone = cache.get(&other).await.status() == 404;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        gone,
+        "the server stops serving what another process collected"
+    );
+    assert_eq!(cache.nar_files().len(), 3);
+    let dest = dir.path().join("dest");
+    let pull = cache.pull(&[&fx.top], &public, &dest).await;
+    assert!(
+        pull.status.success(),
+        "pinned closure intact: {}",
+        stderr(&pull)
+    );
+    cache.stop().await;
+}

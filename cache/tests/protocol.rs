@@ -31,6 +31,7 @@ impl Harness {
             storage: dir.path().join("storage"),
             store_dir: "/nix/store".into(),
             signing_key: Some(key.clone()),
+            gc_grace: std::time::Duration::from_millis(50),
         })
         .expect("cache opens");
         let app = Arc::new(App {

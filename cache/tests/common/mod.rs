@@ -117,6 +117,7 @@ impl TestCache {
             storage: storage.to_owned(),
             store_dir: "/nix/store".into(),
             signing_key: key,
+            gc_grace: std::time::Duration::from_millis(50),
         };
         let cache = tokio::task::spawn_blocking(move || Cache::open(config))
             .await
