@@ -86,6 +86,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// pcr-ci's pipeline runs: list, show (steps, push → healthy by phase), logs.
+    Pipelines {
+        #[command(flatten)]
+        ci: crate::pipelines::CiArgs,
+        #[command(subcommand)]
+        command: crate::pipelines::PipelinesCommand,
+    },
+    /// Start a local cluster (control plane, cache, pcr-ci, workers), deploy the example
+    /// through git, and follow it; Ctrl-C stops everything.
+    Up(crate::up::UpArgs),
+    /// What publishing a flake or blueprint would change, without publishing it.
+    Plan(crate::plan::PlanArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -212,6 +224,13 @@ pub async fn connect(conn: &ConnArgs) -> anyhow::Result<MasterClient> {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    // pcr-ci and the local cluster: these open their own connections, if any.
+    match &cli.command {
+        Command::Pipelines { ci, command } => return crate::pipelines::run(ci, command).await,
+        Command::Up(args) => return crate::up::run(&cli.conn, args).await,
+        Command::Plan(args) => return crate::plan::run(&cli.conn, args).await,
+        _ => {}
+    }
     let op = connect(&cli.conn).await?;
     match cli.command {
         Command::State {
@@ -406,6 +425,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 bail!("the control plane closed the event stream");
             }
+        }
+        Command::Pipelines { .. } | Command::Up(_) | Command::Plan(_) => {
+            unreachable!("handled before connecting")
         }
     }
     Ok(())

@@ -5,7 +5,10 @@
 //! readable table or (`--json`) the model types as JSON for scripts.
 
 pub mod commands;
+pub mod pipelines;
+pub mod plan;
 pub mod table;
+pub mod up;
 
 use clap::Parser;
 
