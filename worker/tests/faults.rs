@@ -25,58 +25,6 @@ fn local<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
-/// A workload that only runs (no port), so two copies can exist on one host and be counted.
-fn build_sleeper() -> String {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("tools")).unwrap();
-    std::fs::copy("/bin/busybox", dir.path().join("tools/busybox")).unwrap();
-    let flake = r##"{
-  outputs = { self }: {
-    packages.x86_64-linux.default = builtins.derivation {
-      name = "procurator-test-sleeper";
-      system = "x86_64-linux";
-      builder = "/bin/sh";
-      tools = ./tools;
-      args = [ "-c" ''
-        $tools/busybox mkdir -p $out/bin
-        $tools/busybox cp $tools/busybox $out/bin/busybox
-        {
-          echo "#!$out/bin/busybox sh"
-          echo "exec $out/bin/busybox sleep 100000"
-        } > $out/bin/sleeper
-        $tools/busybox chmod 755 $out/bin/sleeper
-      '' ];
-    };
-  };
-}
-"##;
-    std::fs::write(dir.path().join("flake.nix"), flake).unwrap();
-    test_support::vm_image::nix_build(dir.path(), "default")
-}
-
-/// Processes running `instance` of `closure`, by pid.
-fn copies(instance: &str, closure: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if !String::from_utf8_lossy(&cmdline).contains(closure) {
-            continue;
-        }
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let wanted = format!("PROCURATOR_INSTANCE={instance}");
-        if environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 async fn publish(master: &MasterClient, generation: u64, specs: &[VmSpec]) {
     let settings = ClusterSettings::default();
     master

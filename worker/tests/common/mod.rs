@@ -164,3 +164,55 @@ pub fn recorded_launch(state: &Path, instance: &str) -> Option<Launch> {
         std::fs::read_to_string(state.join("instances").join(instance).join("launch.json")).ok()?;
     serde_json::from_str(&text).ok()
 }
+
+/// A workload that only runs (no port), so two copies can exist on one host and be counted.
+pub fn build_sleeper() -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("tools")).expect("tools");
+    std::fs::copy("/bin/busybox", dir.path().join("tools/busybox")).expect("copy busybox");
+    let flake = r##"{
+  outputs = { self }: {
+    packages.x86_64-linux.default = builtins.derivation {
+      name = "procurator-test-sleeper";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      tools = ./tools;
+      args = [ "-c" ''
+        $tools/busybox mkdir -p $out/bin
+        $tools/busybox cp $tools/busybox $out/bin/busybox
+        {
+          echo "#!$out/bin/busybox sh"
+          echo "exec $out/bin/busybox sleep 100000"
+        } > $out/bin/sleeper
+        $tools/busybox chmod 755 $out/bin/sleeper
+      '' ];
+    };
+  };
+}
+"##;
+    std::fs::write(dir.path().join("flake.nix"), flake).expect("flake");
+    test_support::vm_image::nix_build(dir.path(), "default")
+}
+
+/// Processes running `instance` of `closure`, by pid.
+pub fn copies(instance: &str, closure: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains(closure) {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let wanted = format!("PROCURATOR_INSTANCE={instance}");
+        if environ.split(|b| *b == 0).any(|kv| kv == wanted.as_bytes()) {
+            out.push(pid);
+        }
+    }
+    out
+}
