@@ -582,10 +582,15 @@ async fn up(
             .args(["--listen", &args.web_listen])
             .arg("--db")
             .arg(home.join("repohub.db"))
-            .args(["--master", &master, "--ci-url", &ci_url]);
+            .args(["--master", &master, "--ci", &ci_url])
+            .arg("--operator-token-file")
+            .arg(home.join("operator.token"))
+            .arg("--ci-state-dir")
+            .arg(&ci_dir);
         hub.optional = true;
-        sup.start(hub).await?;
-        Some(format!("http://{}", args.web_listen))
+        hub.ready = Some("pcr-repohub listening on ");
+        let url = sup.start(hub).await?;
+        (!url.is_empty()).then_some(url)
     } else {
         None
     };

@@ -158,12 +158,17 @@ pub struct Ci {
 
 impl Ci {
     pub fn start(dir: &Path, cp: &ControlPlane, cache: Option<&Cache>) -> Ci {
+        Ci::start_polling(dir, cp, cache, 0)
+    }
+
+    /// With polling of remotes every `poll_secs` seconds (0: off).
+    pub fn start_polling(dir: &Path, cp: &ControlPlane, cache: Option<&Cache>, poll_secs: u64) -> Ci {
         let state = dir.join("ci");
         std::fs::create_dir_all(&state).expect("ci state");
         let secret = dir.join("webhook.secret");
         std::fs::write(&secret, WEBHOOK_SECRET).expect("secret");
         let mut cmd = Command::new(cargo_bin("pcr-ci"));
-        cmd.args(["--listen", "127.0.0.1:0", "--poll-interval-secs", "0"])
+        cmd.args(["--listen", "127.0.0.1:0", "--poll-interval-secs", &poll_secs.to_string()])
             .arg("--state-dir")
             .arg(&state)
             .args(["--master", &cp.addr, "--token", &cp.operator_token])
