@@ -8,7 +8,7 @@
 //!
 //! Run: `cargo bench -p cache --bench copy` (needs `nix`, `nginx` and `wrk` on PATH).
 //! Sizes: PCR_BENCH_PATHS (default 100), PCR_BENCH_PATH_KB (2048), PCR_BENCH_BIG_MB (2048,
-//! 0 skips part 3), PCR_BENCH_ROUNDS (3), PCR_BENCH_WRK_SECONDS (5).
+//! 0 skips part 3), PCR_BENCH_ROUNDS (5), PCR_BENCH_WRK_SECONDS (5).
 //! Store paths it builds stay in /nix/store and are reused by later runs, except the big one,
 //! which is deleted at the end unless PCR_BENCH_KEEP_BIG=1.
 
@@ -280,7 +280,7 @@ fn main() {
     let paths = env_num("PCR_BENCH_PATHS", 100);
     let kb = env_num("PCR_BENCH_PATH_KB", 2048);
     let big_mb = env_num("PCR_BENCH_BIG_MB", 2048);
-    let rounds = env_num("PCR_BENCH_ROUNDS", 3).max(1);
+    let rounds = env_num("PCR_BENCH_ROUNDS", 5).max(1);
     let wrk_seconds = env_num("PCR_BENCH_WRK_SECONDS", 5);
 
     let work = tempfile::Builder::new()
@@ -378,12 +378,13 @@ fn main() {
         hashes.len(),
         nar_bytes as f64 / 1e6
     );
-    println!("| source | seconds | MB/s | × file:// |");
-    println!("|---|---|---|---|");
+    println!("| source | median s | best s | MB/s (median) | × file:// (median) |");
+    println!("|---|---|---|---|---|");
     for (i, (name, _)) in sources.iter().enumerate() {
         let m = median(times[i].clone());
+        let best = times[i].iter().copied().fold(f64::INFINITY, f64::min);
         println!(
-            "| {name} | {m:.2} | {:.0} | {:.2} |",
+            "| {name} | {m:.2} | {best:.2} | {:.0} | {:.2} |",
             nar_bytes as f64 / 1e6 / m,
             m / floor
         );
