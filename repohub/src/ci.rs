@@ -1,0 +1,131 @@
+//! pcr-ci, as repohub sees it: its JSON API (pipelines, logs, repositories) through
+//! [`ci_service::client::CiClient`], and its state directory, where the bare repositories live
+//! that repohub reads commits and files from.
+//!
+//! pcr-ci owns the pipelines and the repositories' git data; repohub never copies either, so
+//! what a page shows is what pcr-ci has now.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ci_service::client::CiClient;
+use ci_service::server::{LogPage, NewRepository};
+use ci_service::store::{PipelineDetail, PipelineSummary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CiError {
+    #[error("pcr-ci is not configured: start it (it writes {}) or pass --ci URL", .0.display())]
+    NotConfigured(PathBuf),
+    #[error("pcr-ci at {url} is not reachable; is it running?")]
+    Unreachable {
+        url: String,
+        #[source]
+        source: ci_service::client::ClientError,
+    },
+    /// pcr-ci answered with an error sentence.
+    #[error("pcr-ci refused: {0}")]
+    Refused(String),
+}
+
+pub type Result<T> = std::result::Result<T, CiError>;
+
+#[derive(Clone)]
+pub struct Ci {
+    /// Given with `--ci`; otherwise read from `ci.url` in the state directory on every call,
+    /// so a pcr-ci restarted on another port is followed.
+    fixed_url: Option<String>,
+    state_dir: PathBuf,
+    http: Option<CiClient>,
+}
+
+impl Ci {
+    pub fn new(fixed_url: Option<String>, state_dir: PathBuf) -> Ci {
+        let http = fixed_url.as_deref().map(CiClient::new);
+        Ci {
+            fixed_url,
+            state_dir,
+            http,
+        }
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// Where pcr-ci keeps the bare repository `ci_name`.
+    pub fn bare_path(&self, ci_name: &str) -> PathBuf {
+        ci_service::repos::bare_path(&ci_service::config::repos_dir(&self.state_dir), ci_name)
+    }
+
+    fn client(&self) -> Result<CiClient> {
+        if let Some(c) = &self.http {
+            return Ok(c.clone());
+        }
+        match ci_service::client::url_from_state_dir(&self.state_dir) {
+            Some(url) => Ok(CiClient::new(&url)),
+            None => Err(CiError::NotConfigured(ci_service::config::url_file(
+                &self.state_dir,
+            ))),
+        }
+    }
+
+    /// The base URL in use, for messages.
+    pub fn url(&self) -> Option<String> {
+        self.fixed_url
+            .clone()
+            .or_else(|| ci_service::client::url_from_state_dir(&self.state_dir))
+    }
+
+    fn map(client: &CiClient, e: ci_service::client::ClientError) -> CiError {
+        match e {
+            ci_service::client::ClientError::Remote(msg) => CiError::Refused(msg),
+            other => CiError::Unreachable {
+                url: client.base().to_string(),
+                source: other,
+            },
+        }
+    }
+
+    pub async fn create_repository(
+        &self,
+        ci_name: &str,
+        remote: Option<&str>,
+        branch: &str,
+    ) -> Result<()> {
+        let client = self.client()?;
+        client
+            .create_repository(&NewRepository {
+                name: ci_name.to_string(),
+                remote: remote.map(str::to_string),
+                branch: Some(branch.to_string()),
+            })
+            .await
+            .map_err(|e| Ci::map(&client, e))?;
+        Ok(())
+    }
+
+    pub async fn pipelines(
+        &self,
+        ci_name: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<PipelineSummary>> {
+        let client = self.client()?;
+        client
+            .pipelines(ci_name, limit)
+            .await
+            .map_err(|e| Ci::map(&client, e))
+    }
+
+    pub async fn pipeline(&self, id: u64) -> Result<PipelineDetail> {
+        let client = self.client()?;
+        client.pipeline(id).await.map_err(|e| Ci::map(&client, e))
+    }
+
+    pub async fn logs(&self, id: u64, after: u64, wait: Duration) -> Result<LogPage> {
+        let client = self.client()?;
+        client
+            .logs(id, after, wait)
+            .await
+            .map_err(|e| Ci::map(&client, e))
+    }
+}
