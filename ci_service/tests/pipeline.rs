@@ -384,3 +384,36 @@ async fn webhook_with_a_bad_signature_is_refused_and_runs_nothing() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn polling_notices_a_push_to_the_remote_without_any_hook_or_webhook() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cp = ControlPlane::start();
+            let ci = Ci::start_polling(dir.path(), &cp, None, 1);
+            let upstream = dir.path().join("upstream.git");
+            let out = std::process::Command::new("git")
+                .args(["init", "-q", "--bare", "-b", "main"])
+                .arg(&upstream)
+                .output()
+                .expect("git init");
+            assert!(out.status.success());
+            ci.create_repo("cluster", Some(upstream.to_str().expect("utf8")));
+            let src = Source::new();
+            src.write_cluster(&[Service::new("web", free_port())]);
+            let commit = src.commit("polled");
+            // The upstream has no hook of pcr-ci's: only `git ls-remote` can see this push.
+            src.push(&upstream);
+            let id = ci.pipeline_of(&commit).await;
+            let detail = ci.finished(id, PIPELINE_TIMEOUT).await;
+            assert_succeeded(&detail, &ci.log(id).await);
+            assert_eq!(detail.summary.trigger, Trigger::Poll);
+            // Polled again and again, the same commit is not run twice.
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let runs = ci.client.pipelines(None, 10).await.expect("list");
+            assert_eq!(runs.len(), 1, "{runs:#?}");
+        })
+        .await;
+}

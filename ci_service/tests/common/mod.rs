@@ -162,20 +162,30 @@ impl Ci {
     }
 
     /// With polling of remotes every `poll_secs` seconds (0: off).
-    pub fn start_polling(dir: &Path, cp: &ControlPlane, cache: Option<&Cache>, poll_secs: u64) -> Ci {
+    pub fn start_polling(
+        dir: &Path,
+        cp: &ControlPlane,
+        cache: Option<&Cache>,
+        poll_secs: u64,
+    ) -> Ci {
         let state = dir.join("ci");
         std::fs::create_dir_all(&state).expect("ci state");
         let secret = dir.join("webhook.secret");
         std::fs::write(&secret, WEBHOOK_SECRET).expect("secret");
         let mut cmd = Command::new(cargo_bin("pcr-ci"));
-        cmd.args(["--listen", "127.0.0.1:0", "--poll-interval-secs", &poll_secs.to_string()])
-            .arg("--state-dir")
-            .arg(&state)
-            .args(["--master", &cp.addr, "--token", &cp.operator_token])
-            .arg("--webhook-secret-file")
-            .arg(&secret)
-            .env("NIX_CONFIG", NIX_CONFIG)
-            .env("RUST_LOG", "info");
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-interval-secs",
+            &poll_secs.to_string(),
+        ])
+        .arg("--state-dir")
+        .arg(&state)
+        .args(["--master", &cp.addr, "--token", &cp.operator_token])
+        .arg("--webhook-secret-file")
+        .arg(&secret)
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .env("RUST_LOG", "info");
         if let Some(cache) = cache {
             cmd.args(["--cache-url", &cache.url, "--cache-token", UPLOAD_TOKEN]);
         }
@@ -410,8 +420,72 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A real `pcr-worker`; dropping it stops the worker and the workloads it started.
+pub struct Worker(Proc);
+
+impl Worker {
+    pub fn log_text(&self) -> String {
+        self.0.log_text()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+        // The worker leaves its workloads running on purpose (a restarted worker adopts
+        // them); this process is a subreaper, so they are now its children: stop them, or
+        // they would hold their ports for the next test.
+        kill_adopted();
+    }
+}
+
+/// Processes adopted by this (subreaper) process — children in a process group of their own,
+/// which only the workers' workloads are — are killed and reaped.
+fn kill_adopted() {
+    use rustix::process::{kill_process_group, waitpid, Pid, Signal, WaitOptions};
+    let me = std::process::id();
+    let my_group = rustix::process::getpgrp().as_raw_nonzero().get() as u32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    let mut adopted = Vec::new();
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let (Some(ppid), Some(pgrp)) = (fields.get(1), fields.get(2)) else {
+            continue;
+        };
+        let (Ok(ppid), Ok(pgrp)) = (ppid.parse::<u32>(), pgrp.parse::<u32>()) else {
+            continue;
+        };
+        if ppid == me && pgrp != my_group {
+            adopted.push((pid, pgrp));
+        }
+    }
+    for (pid, pgrp) in adopted {
+        if let Some(group) = Pid::from_raw(pgrp as i32) {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
+        if let Some(pid) = Pid::from_raw(pid as i32) {
+            let _ = waitpid(Some(pid), WaitOptions::empty());
+        }
+    }
+}
+
 /// A real `pcr-worker` offering only the process backend.
-pub fn start_worker(dir: &Path, cp: &ControlPlane, cache: &Cache, id: &str) -> Proc {
+pub fn start_worker(dir: &Path, cp: &ControlPlane, cache: &Cache, id: &str) -> Worker {
+    // Workloads the worker leaves behind come back to this process (see [`Worker`]).
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .expect("become a subreaper");
     let token = dir.join("worker.token");
     std::fs::write(&token, &cp.worker_token).expect("worker token");
     let log = dir.join(format!("{id}.log"));
@@ -445,11 +519,11 @@ pub fn start_worker(dir: &Path, cp: &ControlPlane, cache: &Cache, id: &str) -> P
     .stdout(file.try_clone().expect("log"))
     .stderr(file);
     die_with_parent(&mut cmd);
-    Proc {
+    Worker(Proc {
         child: cmd.spawn().expect("spawn pcr-worker"),
         name: id.to_string(),
         log,
-    }
+    })
 }
 
 /// GET http://127.0.0.1:port/path → body, if something answers 200.
