@@ -289,3 +289,140 @@ async fn a_push_becomes_a_pipeline_with_a_live_log_and_an_analysed_flake() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+/// Runs git with no credential prompts; answers (success, stdout + stderr).
+fn git_try(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new("git")
+        .args([
+            "-c",
+            "user.name=Test",
+            "-c",
+            "user.email=test@example.com",
+            "-c",
+            "credential.helper=",
+        ])
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_over_http_needs_a_token_and_the_member_role_to_push() {
+    let cp = ControlPlane::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ci = Ci::start(dir.path(), &cp);
+    let hub = Hub::with_ci(
+        &cp.addr,
+        &cp.operator_token,
+        Some(ci.url.clone()),
+        Some(&ci.state),
+    );
+    let (_, alice) = hub.user("alice", true);
+    let (_, bob) = hub.user("bob", false);
+    let (_, carol) = hub.user("carol", false);
+    hub.post_json("/api/projects", &alice, json!({ "name": "shop" }))
+        .await;
+    hub.post_json(
+        "/api/projects/shop/members",
+        &alice,
+        json!({ "username": "bob", "role": "viewer" }),
+    )
+    .await;
+    let r = hub
+        .post_json(
+            "/api/projects/shop/repositories",
+            &alice,
+            json!({ "name": "web" }),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let base = common::serve(hub.app.clone()).await;
+    let host = base.strip_prefix("http://").unwrap();
+    let url = |user: &str, who: &common::As| {
+        format!(
+            "http://{user}:{}@{host}/git/shop/web.git",
+            who.bearer.as_deref().unwrap()
+        )
+    };
+    let page = hub
+        .get("/api/projects/shop/repositories/web", &alice)
+        .await
+        .json();
+    assert!(
+        page["cloneUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with("/git/shop/web.git"),
+        "{page}"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let (ok, out) = git_try(work.path(), &["clone", "-q", &url("alice", &alice), "web"]);
+    assert!(ok, "clone: {out}");
+    let repo = work.path().join("web");
+    let src = Source {
+        dir: tempfile::tempdir().unwrap(),
+    };
+    std::fs::remove_dir_all(src.dir.path()).unwrap();
+    std::fs::rename(&repo, src.dir.path()).unwrap();
+    src.write_ticking_flake(2, "0.1");
+    let commit = src.commit("over http");
+    let (ok, out) = git_try(
+        src.dir.path(),
+        &["push", "-q", "origin", "HEAD:refs/heads/main"],
+    );
+    assert!(ok, "push: {out}");
+    // The push ran pcr-ci's hook: the commit has a pipeline.
+    eventually(
+        Duration::from_secs(60),
+        "the pipeline of the HTTP push",
+        || async {
+            let v = hub.get("/api/projects/shop/pipelines", &alice).await.json();
+            v["pipelines"]
+                .as_array()?
+                .iter()
+                .any(|p| p["commit"] == commit.as_str())
+                .then_some(())
+        },
+    )
+    .await;
+
+    // Without a token git is asked for credentials (and has none to give).
+    let anon = format!("{base}/git/shop/web.git");
+    let (ok, out) = git_try(work.path(), &["ls-remote", &anon]);
+    assert!(
+        !ok && (out.contains("Authentication failed") || out.contains("could not read Username")),
+        "{out}"
+    );
+    let (ok, out) = git_try(
+        work.path(),
+        &[
+            "ls-remote",
+            &format!("http://alice:pcr_wrong@{host}/git/shop/web.git"),
+        ],
+    );
+    assert!(!ok, "{out}");
+    // A viewer fetches but cannot push; a non-member does not see the repository.
+    let (ok, out) = git_try(work.path(), &["ls-remote", &url("bob", &bob)]);
+    assert!(ok && out.contains(&commit), "{out}");
+    let (ok, out) = git_try(
+        src.dir.path(),
+        &["push", &url("bob", &bob), "HEAD:refs/heads/other"],
+    );
+    assert!(!ok && out.contains("403"), "{out}");
+    let (ok, out) = git_try(work.path(), &["ls-remote", &url("carol", &carol)]);
+    assert!(!ok && out.contains("not found"), "{out}");
+    let branches = common::git(&ci.state.join("repos/shop.web.git"), &["branch", "--list"]);
+    assert!(
+        !branches.contains("other"),
+        "the refused push changed nothing: {branches}"
+    );
+}

@@ -13,6 +13,7 @@
 pub mod assets;
 pub mod error;
 pub mod format;
+pub mod githttp;
 pub mod pages;
 pub mod views;
 
@@ -85,6 +86,10 @@ pub fn router(app: AppState) -> Router {
             get(pipeline_stream),
         )
         .route("/badge/{file}", get(badge))
+        .route(
+            "/git/{p}/{r}/{*rest}",
+            get(githttp::serve).post(githttp::serve),
+        )
         .route("/deployments", get(deployments_page))
         .route("/api/deployments", get(deployments_api))
         .route("/deployments/live", get(deployments_fragment))
@@ -867,12 +872,30 @@ struct CommitQuery {
     commit: Option<String>,
 }
 
+/// Where people reach repohub: `--public-url`, else what their request was addressed to.
+fn origin(app: &AppState, headers: &HeaderMap) -> String {
+    if let Some(u) = &app.settings.public_url {
+        return u.trim_end_matches('/').to_string();
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("localhost:3001");
+    let scheme = if app.settings.secure_cookies {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{host}")
+}
+
 async fn load_repository(
     app: &AppState,
     viewer: &Viewer,
     p: &str,
     r: &str,
     commit: Option<&str>,
+    origin: &str,
 ) -> Result<RepositoryView> {
     let (project, role) = project_for(app, viewer, p)?;
     let repo = app
@@ -917,8 +940,11 @@ async fn load_repository(
         Some(sha) => Some(flake_view(app, &repo, &sha).await?),
         None => None,
     };
-    let (badge_svg, badge_json) = badge_paths(&repo);
+    // Absolute, to paste into a README or shields.io.
+    let (svg, json) = badge_paths(&repo);
+    let (badge_svg, badge_json) = (format!("{origin}{svg}"), format!("{origin}{json}"));
     Ok(RepositoryView {
+        clone_url: format!("{origin}/git/{}/{}.git", project.name, repo.name),
         project: project.name,
         role,
         push_path: bare.display().to_string(),
@@ -966,8 +992,10 @@ async fn repository_page(
     viewer: Viewer,
     Path((p, r)): Path<(String, String)>,
     Query(q): Query<CommitQuery>,
+    headers: HeaderMap,
 ) -> Result<Response> {
-    let v = load_repository(&app, &viewer, &p, &r, q.commit.as_deref()).await?;
+    let origin = origin(&app, &headers);
+    let v = load_repository(&app, &viewer, &p, &r, q.commit.as_deref(), &origin).await?;
     Ok(page(pages::repository_page(
         &chrome(&viewer, Section::Projects),
         &v,
@@ -979,9 +1007,11 @@ async fn repository_api(
     viewer: Viewer,
     Path((p, r)): Path<(String, String)>,
     Query(q): Query<CommitQuery>,
+    headers: HeaderMap,
 ) -> Result<Json<RepositoryView>> {
+    let origin = origin(&app, &headers);
     Ok(Json(
-        load_repository(&app, &viewer, &p, &r, q.commit.as_deref()).await?,
+        load_repository(&app, &viewer, &p, &r, q.commit.as_deref(), &origin).await?,
     ))
 }
 

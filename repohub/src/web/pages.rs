@@ -538,7 +538,10 @@ pub fn repository_page(chrome: &Chrome<'_>, v: &RepositoryView) -> Markup {
             h1 { (r.name) " " img src=(v.badge_svg) alt="pipeline status" height="20"; }
             dl.facts {
                 dt { "Source" } dd { @match r.kind {
-                    RepoKind::Hosted => { "hosted · push with " code.copy { "git push " (v.push_path) " " (r.branch) } },
+                    RepoKind::Hosted => {
+                        "hosted · " code.copy { "git clone " (v.clone_url) }
+                        br; span.muted.small { "Sign in with your username and an API token as the password. On this machine you can also push to " code { (v.push_path) } "." }
+                    },
                     RepoKind::External => { "external · " code { (r.url.as_deref().unwrap_or("")) } " (pcr-ci polls it)" },
                 } }
                 dt { "Deploy branch" } dd { code { (r.branch) } }

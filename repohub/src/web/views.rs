@@ -124,6 +124,8 @@ pub struct RepositoryView {
     pub repository: Repository,
     /// Where to push (hosted repositories): the bare repository's path on this machine.
     pub push_path: String,
+    /// `git clone` URL over HTTP (hosted repositories).
+    pub clone_url: String,
     pub badge_svg: String,
     pub badge_json: String,
     pub commits: Vec<CommitRow>,

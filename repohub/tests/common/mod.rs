@@ -456,3 +456,11 @@ impl EventStream {
         }
     }
 }
+
+/// Serves the app on a free loopback port; answers `http://127.0.0.1:PORT`.
+pub async fn serve(app: AppState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, repohub::router(app)).await });
+    base
+}
