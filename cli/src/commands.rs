@@ -39,6 +39,8 @@ pub struct ConnArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The interactive terminal UI: the whole cluster, live, navigable by keyboard.
+    Tui(crate::interactive::TuiArgs),
     /// Publish desired state.
     State {
         #[command(subcommand)]
@@ -229,6 +231,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pipelines { ci, command } => return crate::pipelines::run(ci, command).await,
         Command::Up(args) => return crate::up::run(&cli.conn, args).await,
         Command::Plan(args) => return crate::plan::run(&cli.conn, args).await,
+        // The TUI keeps its own connection, which it watches and re-opens when it drops.
+        Command::Tui(args) => return crate::interactive::run(&cli.conn, args).await,
         _ => {}
     }
     let op = connect(&cli.conn).await?;
@@ -426,7 +430,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 bail!("the control plane closed the event stream");
             }
         }
-        Command::Pipelines { .. } | Command::Up(_) | Command::Plan(_) => {
+        Command::Pipelines { .. } | Command::Up(_) | Command::Plan(_) | Command::Tui(_) => {
             unreachable!("handled before connecting")
         }
     }

@@ -2,9 +2,11 @@
 //!
 //! Every command connects to the control plane with the one helper in `schema::net`, logs in
 //! with the operator token, makes its calls through `schema::client`, and prints either a
-//! readable table or (`--json`) the model types as JSON for scripts.
+//! readable table or (`--json`) the model types as JSON for scripts. `pcr tui` is the
+//! interactive terminal UI ([`interactive`]).
 
 pub mod commands;
+pub mod interactive;
 pub mod pipelines;
 pub mod plan;
 pub mod table;
