@@ -98,6 +98,13 @@ fn summary_lines<'a>(app: &'a App, theme: &Theme, width: usize) -> Vec<Line<'a>>
                 " · published {}",
                 ago(s.published_at_ms, app.now_ms)
             )),
+            Span::raw(
+                if s.last_good_generation != 0 && s.last_good_generation != s.active_generation {
+                    format!(" · last good {}", s.last_good_generation)
+                } else {
+                    String::new()
+                },
+            ),
         ]));
         let pct = s.convergence_percent.clamp(0.0, 100.0);
         let style = if pct >= 100.0 {
@@ -171,6 +178,27 @@ fn summary_lines<'a>(app: &'a App, theme: &Theme, width: usize) -> Vec<Line<'a>>
         ("unhealthy".to_string(), sum.unhealthy, theme.bad()),
     ]));
     lines.push(Line::from(problems));
+    let rolling: Vec<&schema::model::RolloutStatus> = s
+        .rollouts
+        .iter()
+        .filter(|r| r.phase != schema::model::RolloutPhase::Complete)
+        .collect();
+    if !rolling.is_empty() {
+        let mut line = vec![label("Rollouts", theme)];
+        for (n, r) in rolling.iter().enumerate() {
+            if n > 0 {
+                line.push(Span::raw(" · "));
+            }
+            let style = match r.phase {
+                schema::model::RolloutPhase::Failed => theme.bad(),
+                _ => theme.warn(),
+            };
+            line.push(Span::raw(format!("{} ", r.vm_name)));
+            line.push(Span::styled(r.phase.as_str(), style));
+            line.push(Span::raw(format!(" {}/{}", r.updated, r.total)));
+        }
+        lines.push(Line::from(line));
+    }
     lines
 }
 
