@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -14,8 +14,6 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use crate::ingest::IngestError;
 use crate::metrics;
@@ -319,13 +317,13 @@ async fn get_nar(
     };
     metrics::inc(&app.cache.metrics.nar_hits);
     let counter = Arc::clone(&app);
-    let count = move |chunk: &Result<axum::body::Bytes, std::io::Error>| {
+    let count = move |chunk: &std::io::Result<Bytes>| {
         if let Ok(b) = chunk {
             metrics::add(&counter.cache.metrics.nar_bytes_served, b.len() as u64);
         }
     };
     match body {
-        NarBody::File { mut file, len, .. } => {
+        NarBody::File { file, len } => {
             let range = headers
                 .get(header::RANGE)
                 .and_then(|v| v.to_str().ok())
@@ -343,13 +341,13 @@ async fn get_nar(
                         .into_response());
                 }
             };
-            if start > 0 {
-                file.seek(std::io::SeekFrom::Start(start))
-                    .await
-                    .map_err(|e| Failure(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-            }
-            let stream =
-                ReaderStream::with_capacity(file.take(count_bytes), STREAM_CHUNK).inspect(count);
+            let reader = move || -> std::io::Result<_> {
+                use std::io::{Read, Seek};
+                let mut file = file;
+                file.seek(std::io::SeekFrom::Start(start))?;
+                Ok(file.take(count_bytes))
+            };
+            let stream = blocking_stream(reader).inspect(count);
             let mut response = Response::new(Body::from_stream(stream));
             *response.status_mut() = status;
             let h = response.headers_mut();
@@ -365,9 +363,9 @@ async fn get_nar(
             Ok(response)
         }
         NarBody::Decompressed { path, nar_size } => {
-            let (tx, rx) = tokio::sync::mpsc::channel(4);
-            tokio::task::spawn_blocking(move || decompress_to(&path, tx));
-            let stream = tokio_stream_from(rx).inspect(count);
+            let reader =
+                move || std::fs::File::open(&path).and_then(zstd::stream::read::Decoder::new);
+            let stream = blocking_stream(reader).inspect(count);
             let mut response = Response::new(Body::from_stream(stream));
             let h = response.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static(NAR_TYPE));
@@ -377,41 +375,47 @@ async fn get_nar(
     }
 }
 
-fn tokio_stream_from<T: Send + 'static>(
-    mut rx: tokio::sync::mpsc::Receiver<T>,
-) -> impl futures::Stream<Item = T> + Send {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
-}
-
-/// Streams a stored zstd NAR, decompressed, into `tx` until the file ends or the client goes.
-fn decompress_to(
-    path: &std::path::Path,
-    tx: tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
-) {
-    use std::io::Read;
-    let mut decoder = match std::fs::File::open(path).and_then(zstd::stream::read::Decoder::new) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-    };
-    loop {
-        let mut buf = vec![0u8; STREAM_CHUNK];
-        match decoder.read(&mut buf) {
-            Ok(0) => return,
-            Ok(n) => {
-                buf.truncate(n);
-                if tx.blocking_send(Ok(buf.into())).is_err() {
-                    return;
-                }
-            }
+/// The bytes of the reader `open` makes, read on the blocking pool by one task per response.
+///
+/// One task that reads straight into each chunk it sends beats `tokio::fs::File`, which pays a
+/// hop to the blocking pool and an extra copy for every read. The bounded channel keeps at most
+/// a few chunks in memory whatever the size of the file, and a client that goes away closes it,
+/// which ends the task.
+fn blocking_stream<R, F>(open: F) -> impl futures::Stream<Item = std::io::Result<Bytes>> + Send
+where
+    R: std::io::Read,
+    F: FnOnce() -> std::io::Result<R> + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut reader = match open() {
+            Ok(r) => r,
             Err(e) => {
                 let _ = tx.blocking_send(Err(e));
                 return;
             }
+        };
+        loop {
+            let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+            match (&mut reader)
+                .take(STREAM_CHUNK as u64)
+                .read_to_end(&mut chunk)
+            {
+                Ok(0) => return,
+                Ok(_) => {
+                    if tx.blocking_send(Ok(Bytes::from(chunk))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
         }
-    }
+    });
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 async fn put_nar(

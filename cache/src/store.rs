@@ -104,11 +104,7 @@ pub struct GcReport {
 /// A NAR ready to be sent.
 pub enum NarBody {
     /// The stored file, as is.
-    File {
-        file: tokio::fs::File,
-        len: u64,
-        compression: Compression,
-    },
+    File { file: std::fs::File, len: u64 },
     /// An upload that arrived uncompressed and is stored as zstd, asked for under its upload
     /// name: decompressed on the fly so that the name keeps meaning what the client sent.
     Decompressed { path: PathBuf, nar_size: u64 },
@@ -334,18 +330,20 @@ impl Cache {
                 nar_size: row.nar_size,
             }));
         }
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
+        // Open and stat in one trip to the blocking pool.
+        let opened = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&path)?;
+            let len = file.metadata()?.len();
+            Ok::<_, io::Error>((file, len))
+        })
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?;
+        match opened {
+            Ok((file, len)) => Ok(Some(NarBody::File { file, len })),
             // Deleted by a GC between the lookup and the open: as good as never there.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_error(&path)(e)),
-        };
-        let len = file.metadata().await.map_err(io_error(&path))?.len();
-        Ok(Some(NarBody::File {
-            file,
-            len,
-            compression: row.compression,
-        }))
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&self.nar_dir.join(&row.file))(e)),
+        }
     }
 
     /// Receives a NAR upload, verifies it against its name and stores it. Nothing is visible
