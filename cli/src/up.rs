@@ -860,13 +860,15 @@ async fn follow_pipeline(
         first.summary.ref_name.trim_start_matches("refs/heads/"),
         first.summary.commit.chars().take(12).collect::<String>()
     );
+    let live = !first.summary.status.is_finished();
     let mut printed = 0;
     let mut after = 0;
     loop {
         let page = client.logs(id, after, Duration::from_millis(500)).await?;
         for line in &page.lines {
             after = line.seq;
-            if line.line.starts_with("building ") || line.line.starts_with("copying ") {
+            // Progress of a run that is happening now; a finished one shows its steps only.
+            if live && (line.line.starts_with("building ") || line.line.starts_with("copying ")) {
                 println!("      {}", line.line);
             }
         }
