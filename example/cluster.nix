@@ -1,6 +1,6 @@
 # The example cluster: what `pcr up` deploys. Every option is described in ../nix/README.md.
 #
-#   web  busybox httpd serving a static page and /healthz, two replicas, a supervised process
+#   web  busybox httpd serving a static page and /healthz, a supervised process
 #   api  busybox httpd with CGI endpoints returning JSON; its health check runs a CGI script
 #   vm   a QEMU microVM: the Debian cloud kernel, a busybox initramfs, and an init that serves
 #        HTTP on port 8080 inside the guest (forwarded to 8082 on the worker)
@@ -83,7 +83,10 @@ in
   cluster.strategy = "spread";
 
   cluster.vms.web = {
-    replicas = 2;
+    # One replica: the workers `pcr up` starts all share this machine's network, where two
+    # copies would both want port 8080. On a cluster of machines raise it; the scheduler puts
+    # replicas that need the same host port on different workers.
+    replicas = 1;
     cpu = 1;
     memory = 128;
     package = web;

@@ -231,7 +231,7 @@ fn example_blueprint_is_what_the_control_plane_reads() {
     let web = vm("web");
     assert_eq!(
         (web.replicas, web.backend, web.exec.as_str()),
-        (2, Backend::Process, "bin/web")
+        (1, Backend::Process, "bin/web")
     );
     assert_eq!(web.env.get("PORT").map(String::as_str), Some("8080"));
     assert!(matches!(

@@ -38,6 +38,10 @@ pub struct UpArgs {
     /// Workers to start.
     #[arg(long, default_value_t = 1)]
     pub workers: u32,
+    /// CPUs each local worker offers the scheduler. Local workers share this machine, so this
+    /// is a budget rather than a measurement; the example needs 4.
+    #[arg(long, default_value_t = 4)]
+    pub worker_cpu: u32,
     /// The cluster flake to deploy (default: ./example).
     #[arg(long)]
     pub example: Option<PathBuf>,
@@ -555,6 +559,7 @@ async fn up(
             .arg(home.join("worker.token"))
             .arg("--state-dir")
             .arg(home.join("workers").join(&id))
+            .args(["--cpu", &args.worker_cpu.to_string()])
             .args(["--cache-url", &cache_url, "--cache-public-key", &public_key]);
         sup.start(worker).await?;
         worker_ids.push(id);

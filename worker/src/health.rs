@@ -10,9 +10,32 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Stdio;
 use std::time::Duration;
 
-use schema::model::{CheckKind, Health, HealthCheck, RestartMode, RestartPolicy};
+use schema::model::{CheckKind, Health, HealthCheck, RestartMode, RestartPolicy, VmSpec};
 
 use crate::http1;
+
+/// The check as the host must run it. Check ports name the port the workload listens on; a
+/// process listens on the host itself, but a VM listens inside the guest, reachable only
+/// through the port forwarded to the host for it. A VM check on a port with no forward is
+/// left as it is (it may be something the host runs for the guest).
+pub fn on_host(spec: &VmSpec, check: &HealthCheck) -> HealthCheck {
+    if !spec.backend.is_vm() {
+        return check.clone();
+    }
+    let forward = |port: u16| {
+        spec.ports
+            .iter()
+            .find(|p| p.guest == port)
+            .map(|p| p.host_port())
+            .unwrap_or(port)
+    };
+    let mut check = check.clone();
+    match &mut check.kind {
+        CheckKind::Tcp { port } | CheckKind::Http { port, .. } => *port = forward(*port),
+        CheckKind::Command { .. } => {}
+    }
+    check
+}
 
 /// Runs one check against `127.0.0.1` (process ports, or VM ports forwarded to the host).
 /// `Ok` carries a short description of the success, `Err` of the failure.
@@ -369,5 +392,40 @@ mod tests {
         };
         assert!(run_check(&cmd(&["/bin/true"])).await.is_ok());
         assert!(run_check(&cmd(&["/bin/false"])).await.is_err());
+    }
+
+    #[test]
+    fn vm_checks_probe_the_forwarded_host_port() {
+        use schema::model::{Backend, PortForward};
+        let check = HealthCheck {
+            kind: CheckKind::Http {
+                port: 8080,
+                path: "/healthz".into(),
+                expect_status: 0,
+            },
+            interval_ms: 1000,
+            timeout_ms: 1000,
+            retries: 1,
+            grace_period_ms: 0,
+        };
+        let mut spec = VmSpec::process("vm", "/nix/store/0c9hj2bl0ajiyqslkmbhizbgshrdw9jl-vm");
+        spec.ports.push(PortForward {
+            name: "http".into(),
+            guest: 8080,
+            host: 8082,
+        });
+        let port = |c: HealthCheck| match c.kind {
+            CheckKind::Http { port, .. } => port,
+            _ => 0,
+        };
+        // A process listens on the host: its port is the port.
+        assert_eq!(port(on_host(&spec, &check)), 8080);
+        // A VM listens in the guest: the host reaches it through the forward.
+        spec.backend = Backend::Qemu;
+        spec.exec = String::new();
+        assert_eq!(port(on_host(&spec, &check)), 8082);
+        // No forward for that port: left alone.
+        spec.ports.clear();
+        assert_eq!(port(on_host(&spec, &check)), 8080);
     }
 }

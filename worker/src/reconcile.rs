@@ -672,9 +672,10 @@ async fn watch(
             if Instant::now() < next_due[i] {
                 continue;
             }
+            let on_host = health::on_host(spec, check);
             let result = tokio::select! {
                 _ = stop_requested(stop) => return Watched::Stop,
-                r = health::run_check(check) => r,
+                r = health::run_check(&on_host) => r,
             };
             states[i].record(result, !booted || grace(check));
             next_due[i] = Instant::now() + Duration::from_millis(u64::from(check.interval_ms));
