@@ -177,6 +177,8 @@ pub enum VmsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Restart one instance where it runs.
+    Restart { instance: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -371,6 +373,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", render_instances(&status.instances));
             }
         }
+        Command::Vms {
+            command: VmsCommand::Restart { instance },
+        } => println!("{}", op.restart_instance(&instance).await?),
         Command::Generations { command } => match command {
             GenerationsCommand::List { limit, json } => {
                 let list = op.generations(limit).await?;

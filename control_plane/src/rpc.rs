@@ -614,6 +614,20 @@ impl master::Server for MasterImpl {
         ready(result)
     }
 
+    fn restart_instance(
+        self: CapRc<Self>,
+        params: master::RestartInstanceParams,
+        mut results: master::RestartInstanceResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let id = text(params.get()?.get_instance_id())?;
+            self.server
+                .action(results.get().init_result(), |c| c.restart_instance(&id));
+            Ok(())
+        })();
+        ready(result)
+    }
+
     fn get_generation(
         self: CapRc<Self>,
         params: master::GetGenerationParams,

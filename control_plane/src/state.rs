@@ -76,6 +76,9 @@ pub struct Assignment {
 
 type SpecMap = Rc<HashMap<String, VmSpec>>;
 
+/// Environment variable carrying the count of operator-requested restarts of an instance.
+pub const RESTART_ENV: &str = "PROCURATOR_RESTART";
+
 fn spec_map(specs: &[VmSpec]) -> SpecMap {
     Rc::new(specs.iter().map(|s| (s.name.clone(), s.clone())).collect())
 }
@@ -398,8 +401,11 @@ impl Cluster {
                 let old = self.placements.get(id);
                 if old != Some(row) {
                     change.batch.placements_upsert.push(row.clone());
+                    // What the worker runs changed: where, which spec, or a restart asked for.
                     let moved_or_changed = old.is_none_or(|o| {
-                        o.worker_id != row.worker_id || o.generation != row.generation
+                        o.worker_id != row.worker_id
+                            || o.generation != row.generation
+                            || o.restarts != row.restarts
                     });
                     if moved_or_changed {
                         touched.extend(row.worker_id.clone());
@@ -588,6 +594,7 @@ impl Cluster {
                 }
                 _ => (generation, now),
             };
+            let restarts = old.map(|o| o.restarts).unwrap_or(0);
             placements.insert(
                 instance.clone(),
                 StoredPlacement {
@@ -597,6 +604,7 @@ impl Cluster {
                     reason: String::new(),
                     generation: gen,
                     since_ms: since,
+                    restarts,
                 },
             );
         }
@@ -619,6 +627,7 @@ impl Cluster {
                 reason,
                 generation,
                 since_ms: 0,
+                restarts: old.map(|o| o.restarts).unwrap_or(0),
             };
             let same = old.is_some_and(|o| o.worker_id.is_none() && o.reason == row.reason);
             if !same {
@@ -1376,6 +1385,38 @@ impl Cluster {
         Ok((what, outcome))
     }
 
+    /// Restarts one instance where it runs.
+    pub fn restart_instance(&mut self, instance: &str) -> Result<(String, Outcome), RemoteError> {
+        let Some(p) = self.placements.get(instance) else {
+            return Err(err(
+                ErrorCode::NotFound,
+                format!("there is no instance {instance}"),
+            ));
+        };
+        let Some(worker) = p.worker_id.clone() else {
+            return Err(err(
+                ErrorCode::Invalid,
+                format!("{instance} is not placed on any worker, so there is nothing to restart"),
+            ));
+        };
+        let mut change = self.change();
+        let mut placements = self.placements.clone();
+        if let Some(row) = placements.get_mut(instance) {
+            row.restarts += 1;
+        }
+        change.placements = Some(placements);
+        let what = format!("{instance} restarts on {worker}, as an operator asked");
+        change.event(
+            self.active_generation(),
+            EventKind::InstancePhase,
+            &worker,
+            instance,
+            what.clone(),
+        );
+        let outcome = self.commit(change)?;
+        Ok((what, outcome))
+    }
+
     // ---- workers ----
 
     /// Registers a worker, or re-registers one that reconnects (same id: updated, never
@@ -1646,11 +1687,17 @@ impl Cluster {
             .values()
             .filter(|p| p.worker_id.as_deref() == Some(worker_id))
             .filter_map(|p| {
-                let spec = self
+                let mut spec = self
                     .specs
                     .get(&p.generation)
-                    .and_then(|m| m.get(&p.vm_name))?;
-                Some((p.instance_id.clone(), spec.clone()))
+                    .and_then(|m| m.get(&p.vm_name))?
+                    .clone();
+                if p.restarts > 0 {
+                    // A new value is a runtime difference: the worker restarts the instance.
+                    spec.env
+                        .insert(RESTART_ENV.to_string(), p.restarts.to_string());
+                }
+                Some((p.instance_id.clone(), spec))
             })
             .collect();
         Ok(Some(Assignment {

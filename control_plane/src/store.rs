@@ -79,6 +79,8 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE placements ADD COLUMN since_ms INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE generations ADD COLUMN reason TEXT NOT NULL DEFAULT '';
      ALTER TABLE generations ADD COLUMN promoted TEXT NOT NULL DEFAULT '[]';",
+    // 3: restarts an operator asked for, per instance.
+    "ALTER TABLE placements ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Events kept in the database; older ones are pruned as new ones arrive.
@@ -126,6 +128,8 @@ pub struct StoredPlacement {
     pub generation: u64,
     /// When it was given that generation (unix ms): the start of its healthy deadline.
     pub since_ms: u64,
+    /// Restarts an operator asked for; delivered as PROCURATOR_RESTART in its assignment.
+    pub restarts: u64,
 }
 
 /// Everything one request changes, written in one transaction.
@@ -284,10 +288,10 @@ impl Store {
                 del.execute([id])?;
             }
             let mut up = tx.prepare_cached(
-                "INSERT INTO placements (instance_id, vm_name, worker_id, reason, generation, since_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO placements (instance_id, vm_name, worker_id, reason, generation, since_ms, restarts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(instance_id) DO UPDATE SET vm_name = ?2, worker_id = ?3, reason = ?4,
-                    generation = ?5, since_ms = ?6",
+                    generation = ?5, since_ms = ?6, restarts = ?7",
             )?;
             for p in &batch.placements_upsert {
                 up.execute(params![
@@ -296,7 +300,8 @@ impl Store {
                     p.worker_id,
                     p.reason,
                     p.generation as i64,
-                    p.since_ms as i64
+                    p.since_ms as i64,
+                    p.restarts as i64
                 ])?;
             }
         }
@@ -402,7 +407,7 @@ impl Store {
 
     pub fn placements(&self) -> Result<Vec<StoredPlacement>> {
         let mut st = self.conn.prepare(
-            "SELECT instance_id, vm_name, worker_id, reason, generation, since_ms FROM placements",
+            "SELECT instance_id, vm_name, worker_id, reason, generation, since_ms, restarts FROM placements",
         )?;
         let rows = st.query_map([], |r| {
             Ok(StoredPlacement {
@@ -412,6 +417,7 @@ impl Store {
                 reason: r.get(3)?,
                 generation: r.get::<_, i64>(4)? as u64,
                 since_ms: r.get::<_, i64>(5)? as u64,
+                restarts: r.get::<_, i64>(6)? as u64,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

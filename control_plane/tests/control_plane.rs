@@ -588,3 +588,64 @@ fn oversized_requests_are_refused_and_the_server_stays_up() {
         );
     });
 }
+
+#[test]
+fn restarting_an_instance_changes_only_its_workers_assignment() {
+    let cp = ControlPlane::start();
+    local(async {
+        let op = cp.operator().await;
+        let w = sim_worker(&cp, info("w1", 4, 4096, &[])).await;
+        publish(&op, 1, &[spec("web", 1, 1)]).await.unwrap();
+        let before = match w.gw.get_assignment("w1", 0).await.unwrap() {
+            AssignmentUpdate::Changed(a) => a,
+            AssignmentUpdate::Unchanged(_) => panic!("expected an assignment"),
+        };
+        assert_eq!(
+            op.restart_instance("web-0").await.unwrap(),
+            "web-0 restarts on w1, as an operator asked"
+        );
+        let after = match w.gw.get_assignment("w1", before.revision).await.unwrap() {
+            AssignmentUpdate::Changed(a) => a,
+            AssignmentUpdate::Unchanged(_) => panic!("a restart must change the assignment"),
+        };
+        assert_eq!(
+            after.instances[0]
+                .1
+                .env
+                .get("PROCURATOR_RESTART")
+                .map(String::as_str),
+            Some("1")
+        );
+        assert!(after.instances[0].1.runtime_differs(&before.instances[0].1));
+    });
+}
+
+/// Regression: the placements query did not read the `restarts` column it was given in
+/// migration 3, so a control plane that had restarted an instance could not load its state.
+#[test]
+fn a_requested_restart_survives_a_control_plane_restart() {
+    let mut cp = ControlPlane::start();
+    local(async {
+        let op = cp.operator().await;
+        let _w = sim_worker(&cp, info("w1", 4, 4096, &[])).await;
+        publish(&op, 1, &[spec("web", 1, 1)]).await.unwrap();
+        op.restart_instance("web-0").await.unwrap();
+    });
+    cp.kill9();
+    cp.restart();
+    local(async {
+        let op = cp.operator().await;
+        let a = match op.gateway().get_assignment("w1", 0).await.unwrap() {
+            AssignmentUpdate::Changed(a) => a,
+            AssignmentUpdate::Unchanged(_) => panic!("expected an assignment"),
+        };
+        assert_eq!(
+            a.instances[0]
+                .1
+                .env
+                .get("PROCURATOR_RESTART")
+                .map(String::as_str),
+            Some("1")
+        );
+    });
+}

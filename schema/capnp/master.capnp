@@ -46,6 +46,9 @@ interface Master extends(WorkerGateway) {
   rollback @10 (toGeneration :UInt64) -> (result :ActionResult);
   # Lets a canary rollout of `vmName` continue to all instances.
   promote @11 (vmName :Text) -> (result :ActionResult);
+  # Restarts one instance where it runs. Its assignment carries PROCURATOR_RESTART=<count>,
+  # which changes with every request (as `kubectl rollout restart` changes an annotation).
+  restartInstance @12 (instanceId :Text) -> (result :ActionResult);
 }
 
 struct ActionResult {

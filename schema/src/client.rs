@@ -300,6 +300,14 @@ impl MasterClient {
         action_result(resp.get()?.get_result()?)
     }
 
+    /// Restarts one instance where it runs.
+    pub async fn restart_instance(&self, instance: &str) -> Result<String> {
+        let mut req = self.inner.restart_instance_request();
+        req.get().set_instance_id(instance);
+        let resp = req.send().promise.await?;
+        action_result(resp.get()?.get_result()?)
+    }
+
     /// Lets a canary rollout continue to every instance of `vm`.
     pub async fn promote(&self, vm: &str) -> Result<String> {
         let mut req = self.inner.promote_request();

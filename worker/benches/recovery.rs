@@ -69,7 +69,6 @@ fn killed_worker(closure: &str) -> (Duration, Duration) {
     cleanup.watch_state(&s1);
     cleanup.watch_state(&s2);
     let mut w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &s1, &[]);
-    let _w2;
     let mut spec = VmSpec::process("job", closure);
     spec.exec = "bin/sleeper".into();
     spec.memory_mb = 64;
@@ -86,7 +85,7 @@ fn killed_worker(closure: &str) -> (Duration, Duration) {
         })
         .await;
     });
-    _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
+    let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
     local(async {
         let master = cp.operator().await;
         until("w2", || async {

@@ -275,3 +275,49 @@ fn a_generation_failing_its_health_check_is_rolled_back_with_real_processes() {
         assert_eq!(http_get(port).as_deref(), Some("hello from v3\n"));
     });
 }
+
+#[test]
+fn an_operator_restart_restarts_the_instance_where_it_runs() {
+    let closure = build_sleeper();
+    let cp = ControlPlane::start_with(Options {
+        lease_ms: 10_000,
+        heartbeat_ms: 250,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("w1");
+    let mut cleanup = KillOnDrop::new();
+    cleanup.watch_state(&state);
+    let _w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &state, &[]);
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w1 registered", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
+        })
+        .await;
+        publish(&master, 1, &[sleeper_spec("restarted", &closure)]).await;
+        running_on(&master, "restarted-0", "w1", &closure).await;
+        let before = copies("restarted-0", &closure);
+        assert_eq!(before.len(), 1);
+
+        let said = master.restart_instance("restarted-0").await.unwrap();
+        assert_eq!(said, "restarted-0 restarts on w1, as an operator asked");
+        let after = wait_for(Duration::from_secs(30), "a new process", || {
+            let now = copies("restarted-0", &closure);
+            (now.len() == 1 && now != before).then_some(now)
+        });
+        let environ = std::fs::read(format!("/proc/{}/environ", after[0])).unwrap();
+        assert!(
+            environ
+                .split(|b| *b == 0)
+                .any(|kv| kv == b"PROCURATOR_RESTART=1"),
+            "the restart count reaches the workload"
+        );
+        running_on(&master, "restarted-0", "w1", &closure).await;
+        let e = master
+            .restart_instance("nope-0")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "there is no instance nope-0");
+    });
+}

@@ -151,6 +151,8 @@ pub enum Action {
     Rollback(u64),
     /// Lets a canary rollout of the VM with this name continue to every instance.
     Promote(String),
+    /// Restarts the instance with this id where it runs.
+    Restart(String),
 }
 
 impl Action {
@@ -180,6 +182,10 @@ impl Action {
                 format!("Promote the canary of {vm}?"),
                 "The rollout continues from the canaries to every instance of the VM.".into(),
             ),
+            Action::Restart(id) => (
+                format!("Restart {id}?"),
+                "It is stopped and started again where it runs, with the same spec.".into(),
+            ),
         }
     }
 
@@ -191,6 +197,7 @@ impl Action {
             Action::Drain(w) => format!("draining {w}…"),
             Action::Rollback(g) => format!("rolling back to generation {g}…"),
             Action::Promote(vm) => format!("promoting {vm}…"),
+            Action::Restart(id) => format!("restarting {id}…"),
         }
     }
 }
@@ -1123,6 +1130,7 @@ impl App {
                     None => None,
                 }
             }
+            (Target::Instance { id, .. }, 'r') => Some(Action::Restart(id.clone())),
             (Target::Generation(n), 'r') => {
                 let active = self.status.as_ref().map_or(0, |s| s.active_generation);
                 if *n == active {
@@ -1230,8 +1238,11 @@ impl App {
                         hints.push(("c", "cordon"));
                         hints.push(("d", "drain"));
                     }
-                    View::Vms if self.promotion_waiting(None) => {
-                        hints.push(("p", "promote canary"))
+                    View::Vms => {
+                        hints.push(("r", "restart"));
+                        if self.promotion_waiting(None) {
+                            hints.push(("p", "promote canary"));
+                        }
                     }
                     View::Generations => hints.push(("r", "roll back")),
                     _ => {}
@@ -1255,8 +1266,11 @@ impl App {
                         hints.push(("c", "cordon"));
                         hints.push(("d", "drain"));
                     }
-                    Target::Instance { id, .. } if self.promotion_waiting(Some(id)) => {
-                        hints.push(("p", "promote canary"))
+                    Target::Instance { id, .. } => {
+                        hints.push(("r", "restart"));
+                        if self.promotion_waiting(Some(id)) {
+                            hints.push(("p", "promote canary"));
+                        }
                     }
                     Target::Generation(_) => hints.push(("r", "roll back")),
                     _ => {}
@@ -1628,6 +1642,10 @@ mod tests {
             .is_some_and(|f| f.text.contains("no canary")));
         typed(&mut app, "/api-1\n");
         assert_eq!(typed(&mut app, "py"), [Action::Promote("api".into())]);
+        // `r` on a VM restarts that instance, after asking; `n` cancels.
+        assert_eq!(typed(&mut app, "rn"), []);
+        assert_eq!(app.mode(), &Mode::Normal);
+        assert_eq!(typed(&mut app, "ry"), [Action::Restart("api-0".into())]);
     }
 
     #[test]

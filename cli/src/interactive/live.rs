@@ -360,6 +360,7 @@ impl Feed {
             Action::Drain(w) => call(client.drain(w)).await,
             Action::Rollback(g) => call(client.rollback(*g)).await,
             Action::Promote(vm) => call(client.promote(vm)).await,
+            Action::Restart(id) => call(client.restart_instance(id)).await,
         }
     }
 }

@@ -350,7 +350,10 @@ pub fn help_lines() -> Vec<(&'static str, &'static str)> {
         ("c", "cordon / uncordon the worker (asks first)"),
         ("d", "drain the worker (asks first)"),
         ("p", "promote the VM's canary rollout (asks first)"),
-        ("r", "roll back to the generation (asks first)"),
+        (
+            "r",
+            "restart the VM / roll back to the generation (asks first)",
+        ),
         ("?", "this help"),
         ("q ctrl-c", "quit"),
     ]
