@@ -32,7 +32,14 @@ struct Sample {
 }
 
 /// Pushes, then waits until every instance of `generation` is running its closure and healthy.
-async fn push_and_wait(ci: &Ci, op: &MasterClient, src: &Source, bare: &std::path::Path, commit: &str, generation: u64) -> Sample {
+async fn push_and_wait(
+    ci: &Ci,
+    op: &MasterClient,
+    src: &Source,
+    bare: &std::path::Path,
+    commit: &str,
+    generation: u64,
+) -> Sample {
     let start = Instant::now();
     src.push(bare);
     loop {
@@ -47,7 +54,10 @@ async fn push_and_wait(ci: &Ci, op: &MasterClient, src: &Source, bare: &std::pat
         if ready {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(300), "no convergence: {s:#?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "no convergence: {s:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let total = start.elapsed();
@@ -60,13 +70,19 @@ async fn push_and_wait(ci: &Ci, op: &MasterClient, src: &Source, bare: &std::pat
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    Sample { total, phases: split(&detail) }
+    Sample {
+        total,
+        phases: split(&detail),
+    }
 }
 
 fn split(d: &PipelineDetail) -> Vec<(String, u64)> {
     let mut out = Vec::new();
     if let Some(started) = d.summary.started_ms {
-        out.push(("queue".to_string(), started.saturating_sub(d.summary.created_ms)));
+        out.push((
+            "queue".to_string(),
+            started.saturating_sub(d.summary.created_ms),
+        ));
     }
     for s in &d.steps {
         out.push((s.name.clone(), s.duration_ms().unwrap_or(0)));
@@ -107,7 +123,11 @@ fn report(name: &str, samples: &[Sample]) {
     let mut by_phase: BTreeMap<usize, (String, Vec<f64>)> = BTreeMap::new();
     for s in samples {
         for (i, (phase, ms)) in s.phases.iter().enumerate() {
-            by_phase.entry(i).or_insert_with(|| (phase.clone(), Vec::new())).1.push(*ms as f64 / 1000.0);
+            by_phase
+                .entry(i)
+                .or_insert_with(|| (phase.clone(), Vec::new()))
+                .1
+                .push(*ms as f64 / 1000.0);
         }
     }
     let parts: Vec<String> = by_phase
