@@ -43,21 +43,37 @@ pub fn sanitize_name(raw: &str) -> String {
 /// The analysis of an inventory; `name` is the repository's name.
 pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
     let roots = project_roots(inv);
-    // Files go to the deepest project root containing them.
-    let mut files_of: BTreeMap<&str, Vec<&crate::repo::scan::FileRecord>> =
-        roots.iter().map(|r| (r.as_str(), Vec::new())).collect();
+    // Files go to the deepest project root containing them. Files come sorted by path, so
+    // those of one directory are neighbours and the root is looked up once per directory.
+    let index_of: BTreeMap<&str, usize> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.as_str(), i))
+        .collect();
+    let mut files_of: Vec<Vec<&crate::repo::scan::FileRecord>> = vec![Vec::new(); roots.len()];
+    let mut last: Option<(&str, Option<usize>)> = None;
     for f in &inv.files {
-        let owner = nearest_root(&f.path, |d| files_of.contains_key(d));
-        if let Some(list) = files_of.get_mut(owner) {
+        let dir = f.path.rsplit_once('/').map_or("", |(dir, _)| dir);
+        let owner = match last {
+            Some((last_dir, owner)) if last_dir == dir => owner,
+            _ => {
+                let owner = index_of
+                    .get(nearest_root(&f.path, |d| index_of.contains_key(d)))
+                    .copied();
+                last = Some((dir, owner));
+                owner
+            }
+        };
+        if let Some(list) = owner.and_then(|i| files_of.get_mut(i)) {
             list.push(f);
         }
     }
     let mut projects = Vec::new();
-    for dir in &roots {
+    for (dir, files) in roots.iter().zip(files_of) {
         let ctx = Ctx {
             inv,
             dir: dir.clone(),
-            files: files_of.remove(dir.as_str()).unwrap_or_default(),
+            files,
         };
         let mut out = Out::default();
         mapping::rust::detect(&ctx, &mut out);
