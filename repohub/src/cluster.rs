@@ -142,17 +142,6 @@ impl ControlPlane {
     }
 }
 
-fn sentence(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 async fn run(
     target: Target,
     snap_tx: watch::Sender<Arc<Snapshot>>,
@@ -213,11 +202,14 @@ async fn session(
     let token = target.token.read()?;
     let (master, conn) = schema::net::connect_master(&target.addr, &token)
         .await
-        .map_err(|e| sentence(&e))?;
+        .map_err(|e| schema::error_chain(&e))?;
     let client = MasterClient::new(master);
     tracing::info!(addr = %target.addr, "connected to the control plane");
     let since = events.front().map(|e| e.seq).unwrap_or(0);
-    let (_subscription, mut batches) = client.watch(since).await.map_err(|e| sentence(&e))?;
+    let (_subscription, mut batches) = client
+        .watch(since)
+        .await
+        .map_err(|e| schema::error_chain(&e))?;
     let mut closed = conn.closed.clone();
     refresh(&client, target, snap_tx, version, events).await?;
     let mut tick = tokio::time::interval(REFRESH);
@@ -256,7 +248,7 @@ async fn session(
             }
             req = requests.recv() => match req {
                 Some(Request::Generation(n, reply)) => {
-                    let answer = client.generation(n).await.map_err(|e| sentence(&e));
+                    let answer = client.generation(n).await.map_err(|e| schema::error_chain(&e));
                     let _ = reply.send(answer);
                 }
                 None => return Ok(()),
@@ -274,11 +266,14 @@ async fn refresh(
     version: &mut u64,
     events: &VecDeque<Event>,
 ) -> Result<(), String> {
-    let status = client.cluster_status().await.map_err(|e| sentence(&e))?;
+    let status = client
+        .cluster_status()
+        .await
+        .map_err(|e| schema::error_chain(&e))?;
     let mut generations = client
         .generations(HISTORY as u32)
         .await
-        .map_err(|e| sentence(&e))?;
+        .map_err(|e| schema::error_chain(&e))?;
     generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
     let events: Vec<Event> = events.iter().cloned().collect();
     // Only a change makes a new snapshot: live views re-fetch on every new version, and an

@@ -26,3 +26,19 @@ pub mod model;
 pub mod net;
 
 pub use convert::{ErrorCode, RemoteError};
+
+/// An error and its causes as one line, `what failed: because: because`, leaving out a cause
+/// whose text its parent already quotes. Every binary prints errors this way.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -599,17 +599,7 @@ async fn start(
     }
 }
 
-/// An error and its sources as one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
+pub use schema::error_chain;
 
 enum Watched {
     Stop,

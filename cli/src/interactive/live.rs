@@ -64,18 +64,6 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(ms.min(5_000))
 }
 
-/// One sentence for an error and its causes.
-fn sentence(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Runs a call with the timeout; `Err` means the connection is unusable.
 async fn call<T>(
     fut: impl Future<Output = Result<T, ClientError>>,
@@ -91,7 +79,7 @@ async fn call<T>(
         Ok(Err(ClientError::Rpc(e))) if e.kind == capnp::ErrorKind::Unimplemented => Ok(Err(
             format!("the control plane does not offer this: {}", e.extra),
         )),
-        Ok(Err(e)) => Err(sentence(&e)),
+        Ok(Err(e)) => Err(schema::error_chain(&e)),
         Ok(Ok(v)) => Ok(Ok(v)),
     }
 }
@@ -151,7 +139,10 @@ impl Feed {
                     match opened {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => {
-                            if !self.wait_to_retry(sentence(&e), &mut attempt).await {
+                            if !self
+                                .wait_to_retry(schema::error_chain(&e), &mut attempt)
+                                .await
+                            {
                                 return;
                             }
                             continue;

@@ -56,17 +56,6 @@ impl Interest {
     }
 }
 
-fn sentence(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
 /// Feeds pipelines to the screen for as long as it wants them.
 pub async fn feed(
     ci: CiClient,
@@ -85,7 +74,7 @@ pub async fn feed(
             let list = ci
                 .pipelines(None, LIST_LIMIT)
                 .await
-                .map_err(|e| sentence(&e));
+                .map_err(|e| schema::error_chain(&e));
             if updates.send(Update::Pipelines(list)).is_err() {
                 return;
             }
@@ -110,7 +99,7 @@ async fn follow(
     let mut log: Vec<LogLine> = Vec::new();
     let mut after = 0u64;
     loop {
-        let detail = ci.pipeline(id).await.map_err(|e| sentence(&e));
+        let detail = ci.pipeline(id).await.map_err(|e| schema::error_chain(&e));
         let finished = detail
             .as_ref()
             .is_ok_and(|d| d.summary.status.is_finished());

@@ -48,13 +48,7 @@ impl AppError {
     }
 
     pub fn internal(e: &dyn std::error::Error) -> AppError {
-        let mut text = e.to_string();
-        let mut source = e.source();
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
+        let text = schema::error_chain(e);
         tracing::error!(error = %text, "request failed");
         AppError::new(StatusCode::INTERNAL_SERVER_ERROR, text)
     }
