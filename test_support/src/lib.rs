@@ -61,6 +61,61 @@ pub fn die_with_parent(cmd: &mut Command) {
     }
 }
 
+/// A child process, killed when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Its stderr so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `cmd` with stderr appended to `log`, dying with the test process, and waits for a
+/// stdout line starting with `prefix` (every binary prints `<name> listening on <addr>`).
+/// Answers the rest of that line. The one way tests start a service and learn its port.
+pub fn spawn_ready(name: &str, mut cmd: Command, log: &Path, prefix: &str) -> (Proc, String) {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(file);
+    die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    let prefix = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix(&prefix) {
+                let _ = tx.send(rest.to_string());
+            }
+        }
+    });
+    let proc = Proc {
+        child,
+        name: name.to_string(),
+        log: log.to_path_buf(),
+    };
+    // Generous: on a loaded 2-core machine a first start can take a while.
+    match rx.recv_timeout(Duration::from_secs(180)) {
+        Ok(rest) => (proc, rest),
+        Err(_) => panic!("{name} did not start; its log:\n{}", proc.log_text()),
+    }
+}
+
 /// Options for [`ControlPlane::start_with`].
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -79,7 +134,7 @@ impl Default for Options {
 
 /// A real `pcr-control-plane` process with its own temporary state directory.
 pub struct ControlPlane {
-    child: Option<Child>,
+    child: Option<Proc>,
     pub addr: String,
     pub dir: tempfile::TempDir,
     pub db: PathBuf,
@@ -116,10 +171,8 @@ impl ControlPlane {
 
     /// SIGKILL, no chance to clean up: what a crash looks like.
     pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // Dropping the process kills it with SIGKILL and reaps it.
+        self.child.take();
     }
 
     /// Starts again on the same address and database.
@@ -131,7 +184,7 @@ impl ControlPlane {
     }
 
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.child.as_ref().map(|p| p.child.id())
     }
 
     /// The control plane's log so far (for failure messages).
@@ -154,13 +207,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn spawn(db: &Path, listen: &str, options: &Options) -> (Child, String) {
-    let log_path = db.with_file_name("control-plane.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .expect("log file");
+fn spawn(db: &Path, listen: &str, options: &Options) -> (Proc, String) {
     let mut cmd = Command::new(cargo_bin("pcr-control-plane"));
     cmd.arg("--listen")
         .arg(listen)
@@ -170,32 +217,13 @@ fn spawn(db: &Path, listen: &str, options: &Options) -> (Child, String) {
         .arg(options.lease_ms.to_string())
         .arg("--heartbeat-ms")
         .arg(options.heartbeat_ms.to_string())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().expect("spawn pcr-control-plane");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        while let Some(Ok(line)) = lines.next() {
-            if let Some(addr) = line.strip_prefix("pcr-control-plane listening on ") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(addr) => (child, addr),
-        Err(_) => {
-            let _ = child.kill();
-            panic!(
-                "pcr-control-plane did not start; its log:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-    }
+        .env("RUST_LOG", "info");
+    spawn_ready(
+        "pcr-control-plane",
+        cmd,
+        &db.with_file_name("control-plane.log"),
+        "pcr-control-plane listening on ",
+    )
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.

@@ -4,10 +4,8 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ci_service::client::CiClient;
@@ -29,53 +27,7 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// A child killed (with its process group) when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub name: String,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `cmd` with stderr into `log` and waits for a stdout line starting with `prefix`;
-/// answers the rest of that line.
-pub fn spawn_ready(name: &str, mut cmd: Command, log: &Path, prefix: &str) -> (Proc, String) {
-    let file = std::fs::File::create(log).expect("log file");
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(file);
-    die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    let prefix = prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(&prefix) {
-                let _ = tx.send(rest.to_string());
-            }
-        }
-    });
-    let proc = Proc {
-        child,
-        name: name.to_string(),
-        log: log.to_path_buf(),
-    };
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(rest) => (proc, rest),
-        Err(_) => panic!("{name} did not start; its log:\n{}", proc.log_text()),
-    }
-}
+pub use test_support::{spawn_ready, Proc};
 
 pub struct Cache {
     pub proc: Proc,
@@ -86,6 +38,11 @@ pub struct Cache {
 
 impl Cache {
     pub fn start(dir: &Path) -> Cache {
+        Cache::start_at(dir, "127.0.0.1:0")
+    }
+
+    /// A cache on `listen` with its storage and keys under `dir`.
+    pub fn start_at(dir: &Path, listen: &str) -> Cache {
         let keys = dir.join("keys");
         let out = Command::new(cargo_bin("pcr-cache"))
             .args(["keygen", "ci-test-1", "--out"])
@@ -106,7 +63,7 @@ impl Cache {
         cmd.args([
             "serve",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--gc-interval",
             "0",
             "--upload-token",

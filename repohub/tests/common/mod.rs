@@ -4,10 +4,8 @@
 
 pub mod webdriver;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -16,7 +14,7 @@ use axum::Router;
 use repohub::auth::PasswordCost;
 use repohub::cluster::{Target, TokenSource};
 use repohub::{App, AppState, Config, Settings};
-use test_support::{cargo_bin, die_with_parent, ControlPlane};
+use test_support::{cargo_bin, ControlPlane};
 use tower::ServiceExt;
 
 pub const NIX_CONFIG: &str =
@@ -269,51 +267,7 @@ impl Hub {
     }
 }
 
-/// A child killed when dropped.
-pub struct Proc {
-    pub child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `cmd` with stderr into `log`; waits for a stdout line starting with `prefix` and
-/// answers the rest of it.
-pub fn spawn_ready(name: &str, mut cmd: Command, log: &Path, prefix: &str) -> (Proc, String) {
-    let file = std::fs::File::create(log).unwrap();
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(file);
-    die_with_parent(&mut cmd);
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    let prefix = prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix(&prefix) {
-                let _ = tx.send(rest.to_string());
-            }
-        }
-    });
-    let proc = Proc {
-        child,
-        log: log.to_path_buf(),
-    };
-    match rx.recv_timeout(Duration::from_secs(180)) {
-        Ok(rest) => (proc, rest),
-        Err(_) => panic!("{name} did not start; its log:\n{}", proc.log_text()),
-    }
-}
+pub use test_support::{spawn_ready, Proc};
 
 /// A real pcr-ci with its own state directory.
 pub struct Ci {
