@@ -449,7 +449,11 @@ impl Runner {
             .arg(format!("{}?compression={}", cache.url, cache.compression))
             .arg("--option")
             .arg("netrc-file")
-            .arg(self.shared.config.netrc_path());
+            .arg(self.shared.config.netrc_path())
+            // Ask the cache every time. nix otherwise trusts a remembered "this path is there"
+            // for 30 days, keyed by URL: after the cache's GC removed a path (or a new cache took
+            // over an address) the push skips it, and the pin or a worker's fetch then fails.
+            .args(["--option", "narinfo-cache-positive-ttl", "0"]);
         let mut closures: Vec<&str> = ev
             .blueprint
             .vms
@@ -816,20 +820,7 @@ fn plural(n: usize) -> &'static str {
     }
 }
 
-/// An error and its causes on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use schema::error_chain;
 
 #[cfg(test)]
 mod tests {

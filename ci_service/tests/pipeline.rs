@@ -292,6 +292,61 @@ async fn two_quick_pushes_are_both_deployed_in_commit_order_and_the_later_wins()
         .await;
 }
 
+/// Regression: nix remembers for 30 days, per cache URL, that a path is in a cache. When the
+/// cache at an address no longer had it (garbage-collected, or replaced by a new cache), the
+/// push skipped the path and pinning it failed with "not in the cache".
+#[tokio::test(flavor = "current_thread")]
+async fn a_cache_that_lost_a_path_gets_it_pushed_again() {
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cp = ControlPlane::start();
+            let first_dir = dir.path().join("first-cache");
+            std::fs::create_dir_all(&first_dir).expect("mkdir");
+            let first_cache = Cache::start(&first_dir);
+            let listen = first_cache.url.trim_start_matches("http://").to_string();
+            let ci = Ci::start(dir.path(), &cp, Some(&first_cache));
+            let bare = ci.create_repo("cluster", None);
+            let src = Source::new();
+            let web = Service::new("web", free_port());
+            let mut api = Service::new("api", free_port());
+            src.write_cluster(&[web.clone(), api.clone()]);
+            let first = src.commit("first");
+            src.push(&bare);
+            let run = ci
+                .finished(ci.pipeline_of(&first).await, PIPELINE_TIMEOUT)
+                .await;
+            assert_succeeded(&run, "");
+
+            // A new, empty cache takes over the same address.
+            drop(first_cache);
+            let second_dir = dir.path().join("second-cache");
+            std::fs::create_dir_all(&second_dir).expect("mkdir");
+            let second_cache = Cache::start_at(&second_dir, &listen);
+            assert_eq!(second_cache.url, format!("http://{listen}"));
+
+            // Only api changes; web's closure is the same and must be pushed again.
+            api.version = "v2".into();
+            src.write_cluster(&[web.clone(), api.clone()]);
+            let second = src.commit("second");
+            src.push(&bare);
+            let run = ci
+                .finished(ci.pipeline_of(&second).await, PIPELINE_TIMEOUT)
+                .await;
+            assert_succeeded(&run, "");
+            let status = operator(&cp).await.cluster_status().await.expect("status");
+            for i in &status.instances {
+                assert!(
+                    second_cache.has(&i.desired_closure).await,
+                    "{} is in the new cache",
+                    i.desired_closure
+                );
+            }
+        })
+        .await;
+}
+
 fn webhook_body(after: &str) -> String {
     format!(
         r#"{{"ref":"refs/heads/main","before":"0000000000000000000000000000000000000000","after":"{after}","repository":{{"name":"cluster","full_name":"ops/cluster","clone_url":"http://git.invalid/ops/cluster.git"}}}}"#
