@@ -364,14 +364,21 @@ impl Visitor {
             self.max_read
         };
         let read = self.open(entry.path()).and_then(|mut file| {
-            let mut filled = fill(&mut file, &mut self.buf, 0, limit)?;
+            let end = if keep_text {
+                End::Confirmed
+            } else {
+                End::ShortRead
+            };
+            let mut filled = fill(&mut file, &mut self.buf, 0, limit, end)?;
             let head = &self.buf[..filled.min(limit).min(BINARY_SNIFF_BYTES)];
             if by_name.is_none() && memchr::memchr(0, head).is_none() {
                 record.language = languages::by_shebang(head);
                 if record.language.is_some() && limit < self.max_read && self.count_lines {
                     // A script found by its shebang: read on from where the sniff stopped
-                    // to count its lines.
-                    filled = fill(&mut file, &mut self.buf, filled, self.max_read)?;
+                    // to count its lines, unless the sniff already took all of it.
+                    if filled > limit {
+                        filled = fill(&mut file, &mut self.buf, filled, self.max_read, end)?;
+                    }
                     return Ok((filled, self.max_read));
                 }
             }
@@ -453,6 +460,20 @@ impl Visitor {
     }
 }
 
+/// How [`fill`] decides that a file has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Only a `read` returning 0 ends the file: for text detection parses, which must be
+    /// whole.
+    Confirmed,
+    /// A `read` returning less than asked for ends it too. On local filesystems that is
+    /// exactly the end of a regular file, and it saves one of the four system calls a
+    /// file costs (open, read, read, close). Used where a file is only sniffed or its lines counted,
+    /// so a filesystem that returns short reads (FUSE `direct_io`) can at worst make a
+    /// line count low, never make detection read half a manifest.
+    ShortRead,
+}
+
 /// Reads `file` into `buf` from offset `filled` on, until the end of the file or until one
 /// byte past `limit` (which tells a file of exactly `limit` bytes from a longer one).
 /// Returns how many bytes of `buf` now hold the file: more than `limit` means it has more.
@@ -460,19 +481,30 @@ impl Visitor {
 /// `buf` belongs to one walker thread and is reused for every file it reads: its length is
 /// how much of it is initialised, grown when a file needs more and never cleared. Zeroing
 /// a fresh 64 KiB for each file was a sixth of a scan's time (see the `scan` benchmark).
-/// Most source files are small: one `read` into the buffer returns all of it and a second
-/// `read` returning 0 confirms the end; `read_to_end` would add an `fstat` and more reads.
-fn fill(file: &mut File, buf: &mut Vec<u8>, mut filled: usize, limit: usize) -> io::Result<usize> {
+/// Most source files are small: one `read` into the buffer returns all of it; `read_to_end`
+/// would add an `fstat` and more reads.
+fn fill(
+    file: &mut File,
+    buf: &mut Vec<u8>,
+    mut filled: usize,
+    limit: usize,
+    end: End,
+) -> io::Result<usize> {
     let want = limit.saturating_add(1);
     while filled < want {
         if filled == buf.len() {
             let grow = buf.len().saturating_mul(2).clamp(FIRST_READ_BYTES, want);
             buf.resize(grow, 0);
         }
-        let end = buf.len().min(want);
-        match file.read(&mut buf[filled..end]) {
+        let stop = buf.len().min(want);
+        match file.read(&mut buf[filled..stop]) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                if end == End::ShortRead && filled < stop {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
@@ -544,13 +576,19 @@ mod tests {
         // A buffer holding an earlier, longer file: only the filled part counts.
         let mut buf = vec![b'x'; 16];
         let mut file = File::open(&path).expect("open");
-        assert_eq!(fill(&mut file, &mut buf, 0, 10).expect("read"), 10);
+        assert_eq!(
+            fill(&mut file, &mut buf, 0, 10, End::Confirmed).expect("read"),
+            10
+        );
         assert_eq!(&buf[..10], b"0123456789");
 
         let mut file = File::open(&path).expect("open");
-        let filled = fill(&mut file, &mut buf, 0, 4).expect("read");
+        let filled = fill(&mut file, &mut buf, 0, 4, End::Confirmed).expect("read");
         assert_eq!(filled, 5, "one byte past the limit says the file has more");
-        assert_eq!(fill(&mut file, &mut buf, filled, 100).expect("read"), 10);
+        assert_eq!(
+            fill(&mut file, &mut buf, filled, 100, End::ShortRead).expect("read"),
+            10
+        );
         assert_eq!(&buf[..10], b"0123456789");
 
         // Growing past the first buffer keeps what was read.
@@ -559,7 +597,7 @@ mod tests {
         let mut buf = vec![0; 8];
         let mut file = File::open(&path).expect("open");
         assert_eq!(
-            fill(&mut file, &mut buf, 0, 1 << 20).expect("read"),
+            fill(&mut file, &mut buf, 0, 1 << 20, End::ShortRead).expect("read"),
             big.len()
         );
         assert_eq!(&buf[..big.len()], &big[..]);
