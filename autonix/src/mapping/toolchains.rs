@@ -286,14 +286,12 @@ pub fn hints(ctx: &Ctx<'_>, tool: Tool) -> Vec<VersionHint> {
                         .trim_start_matches("ruby ")
                         .trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
                     let req = req.trim_matches(|c| c == '"' || c == '\'');
-                    let role = if req.starts_with(|c: char| c.is_ascii_digit()) {
-                        HintRole::Pin
-                    } else {
-                        HintRole::Range
-                    };
+                    // A requirement, not a pin, even when bare: Bundler reads `ruby "3.2.2"`
+                    // as `= 3.2.2` and `bundle exec` stops on any other ruby, so nixpkgs'
+                    // 3.2.6 must not stand in for it the way it may for `.ruby-version`.
                     out.push(hint(
                         req,
-                        role,
+                        HintRole::Range,
                         true,
                         &ctx.path("Gemfile"),
                         u32::try_from(i + 1).ok(),
@@ -627,10 +625,18 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
             if range.matches(chosen.version) {
                 continue;
             }
+            let chosen_from = if pin.contains(chosen.version) {
+                format!("pinned at {}", at(first))
+            } else {
+                format!(
+                    "(nixpkgs' release for {} pinned at {})",
+                    first.requested,
+                    at(first)
+                )
+            };
             let message = format!(
-                "{name} {} pinned at {} does not satisfy `{}` required at {}",
+                "{name} {} {chosen_from} does not satisfy `{}` required at {}",
                 chosen.version,
-                at(first),
                 h.requested,
                 at(h)
             );
