@@ -144,6 +144,13 @@ impl Tracker {
             {
                 t.restarted = true;
             }
+            // The worker may restart an instance before the first sample sees the old process:
+            // a process younger than the generation is the restarted one.
+            if inst.phase == Phase::Running
+                && inst.uptime_ms <= now.saturating_sub(self.published_ms)
+            {
+                t.restarted = true;
+            }
             let on_new_closure = inst.observed_closure == inst.desired_closure;
             let on_new_spec = on_new_closure && (!t.same_closure || t.restarted);
             if on_new_spec
@@ -420,6 +427,29 @@ mod tests {
             matches!(t.observe(&running(200), 30), Verdict::Converged(_)),
             "uptime went back: restarted"
         );
+    }
+
+    /// Regression: an environment-only change restarts the instance within milliseconds; when
+    /// the first sample already saw the new process the rollout waited for its deadline.
+    #[test]
+    fn a_restart_before_the_first_sample_still_counts() {
+        let old = blueprint(vec![spec("api", API)]);
+        let mut changed = spec("api", API);
+        changed.env.insert("GREETING".into(), "hi".into());
+        let new = blueprint(vec![changed]);
+        let mut t = Tracker::new(2, &new, Some(&old), 1_000, Duration::from_secs(600));
+        let s = status(
+            2,
+            vec![inst(
+                "api-0",
+                API,
+                API,
+                Phase::Running,
+                Health::Healthy,
+                300,
+            )],
+        );
+        assert!(matches!(t.observe(&s, 1_400), Verdict::Converged(_)));
     }
 
     #[test]
