@@ -801,6 +801,9 @@ fn push_example(example: &Path, source: &Path, bare: &Path) -> anyhow::Result<(S
     let bare_str = bare.to_str().context("the repository path is not UTF-8")?;
     let _ = git(source, &["remote", "remove", "origin"]);
     git(source, &["remote", "add", "origin", bare_str])?;
+    // So that a plain `git push` from the working copy deploys, as the output tells users.
+    git(source, &["config", "branch.main.remote", "origin"])?;
+    git(source, &["config", "branch.main.merge", "refs/heads/main"])?;
     let remote_head = git(bare, &["rev-parse", "--verify", "-q", "refs/heads/main"]).ok();
     let pushed = remote_head.as_deref().map(str::trim) != Some(commit.as_str());
     if pushed {
