@@ -373,7 +373,68 @@ impl worker_gateway::Server for MasterImpl {
     }
 }
 
+/// An operator action: read its one argument, run it on the cluster, answer with its sentence.
+macro_rules! action {
+    ($name:ident, $params:ty, $results:ty, |$p:ident| $arg:expr, |$c:ident, $a:ident| $run:expr) => {
+        fn $name(
+            self: CapRc<Self>,
+            params: $params,
+            mut results: $results,
+        ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+            let result = (|| {
+                let $p = params.get()?;
+                let $a = $arg;
+                self.server.action(results.get().init_result(), |$c| $run);
+                Ok(())
+            })();
+            ready(result)
+        }
+    };
+}
+
 impl master::Server for MasterImpl {
+    action!(
+        cordon,
+        master::CordonParams,
+        master::CordonResults,
+        |p| text(p.get_worker_id())?,
+        |c, id| c.set_worker_state(&id, WorkerState::Cordoned)
+    );
+    action!(
+        uncordon,
+        master::UncordonParams,
+        master::UncordonResults,
+        |p| text(p.get_worker_id())?,
+        |c, id| c.set_worker_state(&id, WorkerState::Ready)
+    );
+    action!(
+        drain,
+        master::DrainParams,
+        master::DrainResults,
+        |p| text(p.get_worker_id())?,
+        |c, id| c.set_worker_state(&id, WorkerState::Draining)
+    );
+    action!(
+        rollback,
+        master::RollbackParams,
+        master::RollbackResults,
+        |p| p.get_to_generation(),
+        |c, to| c.rollback(to)
+    );
+    action!(
+        promote,
+        master::PromoteParams,
+        master::PromoteResults,
+        |p| text(p.get_vm_name())?,
+        |c, vm| c.promote(&vm)
+    );
+    action!(
+        restart_instance,
+        master::RestartInstanceParams,
+        master::RestartInstanceResults,
+        |p| text(p.get_instance_id())?,
+        |c, id| c.restart_instance(&id)
+    );
     fn publish_state(
         self: CapRc<Self>,
         params: master::PublishStateParams,
@@ -562,72 +623,6 @@ impl master::Server for MasterImpl {
         ready(result)
     }
 
-    fn cordon(
-        self: CapRc<Self>,
-        params: master::CordonParams,
-        results: master::CordonResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        self.cordon_impl(params, results)
-    }
-
-    fn uncordon(
-        self: CapRc<Self>,
-        params: master::UncordonParams,
-        results: master::UncordonResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        self.uncordon_impl(params, results)
-    }
-
-    fn drain(
-        self: CapRc<Self>,
-        params: master::DrainParams,
-        results: master::DrainResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        self.drain_impl(params, results)
-    }
-
-    fn rollback(
-        self: CapRc<Self>,
-        params: master::RollbackParams,
-        mut results: master::RollbackResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        let result = (|| {
-            let to = params.get()?.get_to_generation();
-            self.server
-                .action(results.get().init_result(), |c| c.rollback(to));
-            Ok(())
-        })();
-        ready(result)
-    }
-
-    fn promote(
-        self: CapRc<Self>,
-        params: master::PromoteParams,
-        mut results: master::PromoteResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        let result = (|| {
-            let vm = text(params.get()?.get_vm_name())?;
-            self.server
-                .action(results.get().init_result(), |c| c.promote(&vm));
-            Ok(())
-        })();
-        ready(result)
-    }
-
-    fn restart_instance(
-        self: CapRc<Self>,
-        params: master::RestartInstanceParams,
-        mut results: master::RestartInstanceResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        let result = (|| {
-            let id = text(params.get()?.get_instance_id())?;
-            self.server
-                .action(results.get().init_result(), |c| c.restart_instance(&id));
-            Ok(())
-        })();
-        ready(result)
-    }
-
     fn get_generation(
         self: CapRc<Self>,
         params: master::GetGenerationParams,
@@ -648,46 +643,6 @@ impl master::Server for MasterImpl {
         })();
         ready(result)
     }
-}
-
-macro_rules! worker_action {
-    ($name:ident, $params:ty, $results:ty, $state:expr) => {
-        fn $name(
-            self: CapRc<Self>,
-            params: $params,
-            mut results: $results,
-        ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-            let result = (|| {
-                let id = text(params.get()?.get_worker_id())?;
-                self.server.action(results.get().init_result(), |c| {
-                    c.set_worker_state(&id, $state)
-                });
-                Ok(())
-            })();
-            ready(result)
-        }
-    };
-}
-
-impl MasterImpl {
-    worker_action!(
-        cordon_impl,
-        master::CordonParams,
-        master::CordonResults,
-        WorkerState::Cordoned
-    );
-    worker_action!(
-        uncordon_impl,
-        master::UncordonParams,
-        master::UncordonResults,
-        WorkerState::Ready
-    );
-    worker_action!(
-        drain_impl,
-        master::DrainParams,
-        master::DrainResults,
-        WorkerState::Draining
-    );
 }
 
 struct SubscriptionImpl {
