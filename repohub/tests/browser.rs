@@ -65,10 +65,7 @@ async fn a_browser_signs_up_adds_a_repository_and_watches_a_live_log() {
         .type_into("input[name=password]", "correct horse battery")
         .await;
     browser.click("button[type=submit]").await;
-    browser
-        .find("form[action='/projects'] input[name=name]")
-        .await;
-    assert!(browser.current_url().await.ends_with("/projects"));
+    browser.wait_for_url("/projects").await;
 
     browser
         .type_into("form[action='/projects'] input[name=name]", "shop")
@@ -82,6 +79,7 @@ async fn a_browser_signs_up_adds_a_repository_and_watches_a_live_log() {
     browser
         .click("form[action='/projects'] button[type=submit]")
         .await;
+    browser.wait_for_url("/projects/shop").await;
     browser
         .find("form[action='/projects/shop/repositories']")
         .await;
@@ -95,11 +93,12 @@ async fn a_browser_signs_up_adds_a_repository_and_watches_a_live_log() {
     browser
         .click("form[action='/projects/shop/repositories'] button[type=submit]")
         .await;
+    // The project page has its own empty-state paragraph: wait for the navigation, not for
+    // an element both pages may show.
+    browser
+        .wait_for_url("/projects/shop/repositories/web")
+        .await;
     browser.find("table.commits, p.empty").await;
-    assert!(browser
-        .current_url()
-        .await
-        .ends_with("/projects/shop/repositories/web"));
 
     // Push: a pipeline whose check prints a line every 0.4 s.
     let src = Source::new();

@@ -143,6 +143,23 @@ impl Browser {
             .to_string()
     }
 
+    /// Waits up to 20 s for the page's URL to end with `suffix` (a click that submits a form
+    /// returns before the browser has navigated).
+    pub async fn wait_for_url(&self, suffix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let url = self.current_url().await;
+            if url.ends_with(suffix) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still at {url}, expected …{suffix}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The element matching `css`, waiting up to 20 s for it to appear.
     pub async fn find(&self, css: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
