@@ -35,6 +35,9 @@ pub struct Server {
     watchers: RefCell<BTreeMap<u64, mpsc::UnboundedSender<Vec<Event>>>>,
     next_watcher: Cell<u64>,
     pub counters: RefCell<Counters>,
+    /// The last cluster status and the cluster version it was computed at. UIs read the
+    /// status after every event they are sent; between changes a read only encodes it.
+    status_cache: RefCell<Option<(u64, schema::model::ClusterStatus)>>,
 }
 
 /// Request counters for `/metrics`.
@@ -57,6 +60,7 @@ impl Server {
             watchers: RefCell::new(BTreeMap::new()),
             next_watcher: Cell::new(1),
             counters: RefCell::new(Counters::default()),
+            status_cache: RefCell::new(None),
         })
     }
 
@@ -495,8 +499,17 @@ impl master::Server for MasterImpl {
         mut results: master::GetClusterStatusResults,
     ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
         self.server.counters.borrow_mut().status_reads += 1;
-        let status = self.server.cluster.borrow().status();
-        write_cluster_status(results.get().init_result().init_ok(), &status);
+        let version = self.server.cluster.borrow().version();
+        let mut cache = self.server.status_cache.borrow_mut();
+        let cached = match &mut *cache {
+            Some((v, status)) if *v == version => status,
+            slot => {
+                &mut slot
+                    .insert((version, self.server.cluster.borrow().status()))
+                    .1
+            }
+        };
+        write_cluster_status(results.get().init_result().init_ok(), cached);
         ready(Ok(()))
     }
 

@@ -205,6 +205,8 @@ pub struct Cluster {
     dirty: bool,
     /// When the active generation became active (published, or rolled back to).
     activated_at: u64,
+    /// Bumped by every committed change: what was read at one version is still true.
+    version: u64,
 }
 
 fn internal(e: StoreError) -> RemoteError {
@@ -330,6 +332,7 @@ impl Cluster {
             last_seq,
             dirty: true,
             activated_at,
+            version: 0,
         })
     }
 
@@ -339,6 +342,11 @@ impl Cluster {
 
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// Changes whenever anything `status()` reports may have changed.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     pub fn last_seq(&self) -> u64 {
@@ -494,6 +502,7 @@ impl Cluster {
         let mut keep: HashSet<u64> = self.placements.values().map(|p| p.generation).collect();
         keep.insert(self.active_generation());
         self.specs.retain(|g, _| keep.contains(g));
+        self.version += 1;
         Ok(Outcome {
             events: change.batch.events,
             notify,
