@@ -10,10 +10,15 @@
 //!   `X-CSRF-Token`; with a Bearer token they need nothing more, as no browser sends one on
 //!   its own.
 //! - API tokens are random, shown once, and stored as SHA-256.
+//! - Failed passwords and API tokens are counted, and guessing is refused with 429 after a
+//!   few failures ([`crate::throttle`]).
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
@@ -109,6 +114,47 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The client's address, when the server was started with `ConnectInfo` (`pcr-repohub` is;
+/// a router driven in-process is not).
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub Option<IpAddr>);
+
+impl Peer {
+    pub fn of(parts: &Parts) -> Peer {
+        Peer(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip()),
+        )
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        Ok(Peer::of(parts))
+    }
+}
+
+/// The owner of API token `token`, counting a wrong token against the client's address and
+/// refusing with 429, without looking the token up, once the address has failed too often.
+pub fn token_user(state: &AppState, peer: Peer, token: &str) -> Result<Option<User>, AppError> {
+    let key = peer.0.map(crate::throttle::address_key);
+    let now = state.settings.clock.now();
+    if let Some(key) = &key {
+        state.limits.tokens.check(key, now).map_err(|wait| {
+            AppError::too_many_attempts("too many wrong API tokens from your address", wait)
+        })?;
+    }
+    let user = state.db.user_by_token(token)?;
+    if let (None, Some(key)) = (&user, key) {
+        state.limits.tokens.record_failure(key, now);
+    }
+    Ok(user)
+}
+
 /// How the user proved who they are.
 #[derive(Debug, Clone)]
 pub enum Via {
@@ -146,11 +192,15 @@ impl Viewer {
 }
 
 /// Signed-in user, if any; never refuses.
-pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Viewer>, AppError> {
+pub async fn current(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Peer,
+) -> Result<Option<Viewer>, AppError> {
     if let Some(token) = bearer(headers) {
         // A wrong Bearer token is an error, not "anonymous": a script should learn its token
         // is bad rather than get a sign-in page.
-        return match state.db.user_by_token(token)? {
+        return match token_user(state, peer, token)? {
             Some(user) => Ok(Some(Viewer {
                 user,
                 via: Via::Token,
@@ -179,7 +229,7 @@ impl FromRequestParts<AppState> for Viewer {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if let Some(v) = current(state, &parts.headers).await? {
+        if let Some(v) = current(state, &parts.headers, Peer::of(parts)).await? {
             return Ok(v);
         }
         let path = parts.uri.path();

@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod db;
 pub mod flakes;
 pub mod git;
+pub mod throttle;
 pub mod web;
 
 use std::path::PathBuf;
@@ -38,6 +39,12 @@ pub struct App {
     /// Serialises autonix runs: they are CPU-bound, and two requests for the same commit
     /// should produce one analysis.
     pub analysis_lock: tokio::sync::Mutex<()>,
+    /// Failed sign-ins and API tokens, counted to slow down guessing.
+    pub limits: throttle::Limits,
+    /// A hash to check passwords against when the username does not exist, so that a wrong
+    /// username costs as much argon2 time as a wrong password. Made at start so the first
+    /// unknown username is not slower than the rest.
+    pub dummy_hash: String,
 }
 
 pub type AppState = Arc<App>;
@@ -50,6 +57,8 @@ pub struct Settings {
     pub password_cost: auth::PasswordCost,
     /// Shown in clone instructions, e.g. `https://hub.example.com`.
     pub public_url: Option<String>,
+    /// The clock sign-in throttling reads ([`throttle`]); tests step a manual one.
+    pub clock: throttle::Clock,
 }
 
 /// Where the pieces are.
@@ -66,6 +75,8 @@ pub struct Config {
 pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbError),
+    #[error(transparent)]
+    Hash(#[from] auth::HashError),
     #[error("cannot start the control plane thread")]
     Thread(#[source] std::io::Error),
 }
@@ -74,6 +85,8 @@ impl App {
     /// Opens the database and starts the control plane bridge.
     pub fn start(config: Config) -> Result<AppState, StartError> {
         let db = db::Db::open(&config.db)?;
+        let dummy_hash =
+            auth::hash_password("not anybody's password", config.settings.password_cost)?;
         let cluster = cluster::ControlPlane::spawn(config.cluster).map_err(StartError::Thread)?;
         Ok(Arc::new(App {
             db,
@@ -81,6 +94,8 @@ impl App {
             ci: ci::Ci::new(config.ci_url, config.ci_state_dir),
             settings: config.settings,
             analysis_lock: tokio::sync::Mutex::new(()),
+            limits: throttle::Limits::default(),
+            dummy_hash,
         }))
     }
 }

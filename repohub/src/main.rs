@@ -87,11 +87,15 @@ async fn main() -> anyhow::Result<()> {
     let addr = listener.local_addr().context("no local address")?;
     // Tests and scripts read this line to find the port when started with :0.
     println!("pcr-repohub listening on http://{addr}");
-    axum::serve(listener, repohub::router(app))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("the server failed")?;
+    // With the peer address, failed sign-ins are counted per client (see repohub::throttle).
+    axum::serve(
+        listener,
+        repohub::router(app).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("the server failed")?;
     Ok(())
 }

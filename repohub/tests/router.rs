@@ -4,6 +4,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
 use common::{As, Hub};
 use serde_json::json;
@@ -179,6 +181,246 @@ async fn sign_in_and_out() {
     assert_eq!(r.location(), "/login");
     let r = hub.get("/settings", &who).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "the session ended");
+}
+
+/// Posts the sign-in form, from `peer` when given (as `ConnectInfo`, which `pcr-repohub`
+/// serves with) or from an unknown address as in-process requests are.
+async fn sign_in(hub: &Hub, user: &str, password: &str, peer: Option<&str>) -> common::Resp {
+    let page = hub.get("/login", &As::anonymous()).await;
+    let csrf = page.cookie("pcr_csrf").unwrap();
+    let body = format!("csrf={csrf}&username={user}&password={password}&next=/projects");
+    let mut req = axum::http::Request::post("/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("pcr_csrf={csrf}"))
+        .body(axum::body::Body::from(body))
+        .unwrap();
+    if let Some(peer) = peer {
+        let addr: std::net::SocketAddr = peer.parse().unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(addr));
+    }
+    hub.send(req).await
+}
+
+fn retry_after(r: &common::Resp) -> u64 {
+    r.headers
+        .get("retry-after")
+        .unwrap_or_else(|| panic!("no Retry-After: {:?}", r.headers))
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+const LOCKED: &str =
+    "too many failed sign-ins with this username; wait 15 minutes before trying again";
+
+#[tokio::test]
+async fn five_wrong_passwords_lock_the_username_until_fifteen_minutes_pass() {
+    let hub = Hub::new();
+    hub.user("alice", true);
+    hub.user("bob", false);
+    for i in 0..5 {
+        let r = sign_in(&hub, "alice", "wrong-password", None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNAUTHORIZED,
+            "attempt {i}: {}",
+            r.body
+        );
+    }
+    // The right password no longer helps, and is not even checked.
+    let r = sign_in(&hub, "alice", "password123", None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(retry_after(&r), 15 * 60);
+    assert!(r.cookie("pcr_session").is_none());
+    // On the sign-in form itself, with the username kept, not on a bare error page.
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        r.headers
+    );
+    assert!(r.body.contains(LOCKED), "{}", r.body);
+    assert!(r.body.contains(r#"action="/login""#), "{}", r.body);
+    assert!(r.body.contains(r#"value="alice""#), "{}", r.body);
+
+    // Another user is not affected.
+    let r = sign_in(&hub, "bob", "password123", None).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/projects")
+    );
+
+    // A username that does not exist is counted and refused in the same words, so the
+    // answers do not tell which usernames exist.
+    for _ in 0..5 {
+        let r = sign_in(&hub, "mallory", "wrong-password", None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert!(r.body.contains("wrong username or password"));
+    }
+    let r = sign_in(&hub, "mallory", "password123", None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.body.contains(LOCKED), "{}", r.body);
+
+    // The lock lasts until the first failure is fifteen minutes old, and says so.
+    let clock = &hub.app.settings.clock;
+    clock.advance(Duration::from_secs(15 * 60 - 40));
+    let r = sign_in(&hub, "alice", "password123", None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 40);
+    assert!(
+        r.body.contains("wait 40 seconds before trying again"),
+        "{}",
+        r.body
+    );
+    clock.advance(Duration::from_secs(40));
+    let r = sign_in(&hub, "alice", "password123", None).await;
+    assert_eq!(
+        (r.status, r.location()),
+        (StatusCode::SEE_OTHER, "/projects")
+    );
+}
+
+#[tokio::test]
+async fn a_successful_sign_in_resets_the_failure_count() {
+    let hub = Hub::new();
+    hub.user("alice", true);
+    for _ in 0..4 {
+        let r = sign_in(&hub, "alice", "wrong-password", None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = sign_in(&hub, "alice", "password123", None).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    // Five more failures are allowed, not one.
+    for i in 0..5 {
+        let r = sign_in(&hub, "alice", "wrong-password", None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let r = sign_in(&hub, "alice", "password123", None).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_counted_per_client_address() {
+    let hub = Hub::new();
+    hub.user("alice", true);
+    let attacker = Some("198.51.100.7:40000");
+    for _ in 0..5 {
+        let r = sign_in(&hub, "alice", "wrong-password", attacker).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    // A new connection (another port) from the same address is the same client.
+    let r = sign_in(&hub, "alice", "password123", Some("198.51.100.7:40001")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // So is another address in the same IPv6 /64 — but here the attacker is on IPv4, and
+    // alice signing in from her own address is not locked out by the guessing.
+    let r = sign_in(&hub, "alice", "password123", Some("203.0.113.9:50000")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.body);
+
+    for _ in 0..5 {
+        sign_in(&hub, "alice", "wrong-password", Some("[2001:db8:1:2::1]:1")).await;
+    }
+    let r = sign_in(&hub, "alice", "password123", Some("[2001:db8:1:2::ffff]:1")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "same /64");
+    let r = sign_in(&hub, "alice", "password123", Some("[2001:db8:1:3::1]:1")).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "another /64");
+}
+
+#[tokio::test]
+async fn wrong_api_tokens_from_one_address_are_refused_for_a_while() {
+    let hub = Hub::new();
+    let (_, alice) = hub.user("alice", true);
+    let from = |peer: Option<&str>, token: &str, path: &str| {
+        let mut req = axum::http::Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        if let Some(peer) = peer {
+            let addr: std::net::SocketAddr = peer.parse().unwrap();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(addr));
+        }
+        hub.send(req)
+    };
+    let good = alice.bearer.as_deref().unwrap();
+    let guesser = Some("198.51.100.7:40000");
+    // Valid tokens are not failures.
+    for _ in 0..10 {
+        assert_eq!(from(guesser, good, "/api/me").await.status, StatusCode::OK);
+    }
+    for _ in 0..5 {
+        let r = from(guesser, "pcr_guess", "/api/me").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = from(guesser, good, "/api/me").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.body);
+    assert_eq!(retry_after(&r), 15 * 60);
+    assert_eq!(
+        r.json()["error"],
+        "too many wrong API tokens from your address; wait 15 minutes before trying again"
+    );
+    // git's Basic auth takes API tokens too, so it is refused from there as well.
+    let r = from(
+        guesser,
+        good,
+        "/git/shop/web.git/info/refs?service=git-upload-pack",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 15 * 60);
+
+    // Other addresses are unaffected; without an address nothing is counted, since every
+    // client would share one counter.
+    let r = from(Some("203.0.113.9:1"), good, "/api/me").await;
+    assert_eq!(r.status, StatusCode::OK);
+    for _ in 0..10 {
+        let r = from(None, "pcr_guess", "/api/me").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(from(None, good, "/api/me").await.status, StatusCode::OK);
+
+    hub.app.settings.clock.advance(Duration::from_secs(15 * 60));
+    assert_eq!(from(guesser, good, "/api/me").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn guessing_the_current_password_behind_a_session_is_throttled_too() {
+    let hub = Hub::new();
+    let (alice, _) = hub.user("alice", true);
+    let (hub, alice) = (&hub, &alice);
+    let change = |current: &'static str| async move {
+        hub.post_form(
+            "/settings/password",
+            alice,
+            &[("current", current), ("new", "new-password-1")],
+        )
+        .await
+    };
+    for _ in 0..5 {
+        let r = change("wrong-password").await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    }
+    let r = change("password123").await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(retry_after(&r), 15 * 60);
+    assert!(
+        r.body
+            .contains("too many wrong passwords for this account; wait 15 minutes"),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains("API tokens"),
+        "the settings page: {}",
+        r.body
+    );
+    hub.app.settings.clock.advance(Duration::from_secs(15 * 60));
+    let r = change("password123").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("Password changed"));
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ pub struct AppError {
     pub status: StatusCode,
     pub message: String,
     redirect: Option<String>,
+    /// Seconds for `Retry-After`, on a 429.
+    retry_after: Option<u64>,
 }
 
 /// Marks a response as an error to be rendered by [`render_errors`].
@@ -26,6 +28,22 @@ impl AppError {
             status,
             message: message.into(),
             redirect: None,
+            retry_after: None,
+        }
+    }
+
+    /// 429 for a key the sign-in throttle refuses; `message` should say whose attempts were
+    /// refused, and the wait is appended.
+    pub fn too_many_attempts(message: &str, wait: std::time::Duration) -> AppError {
+        AppError {
+            retry_after: Some(crate::throttle::retry_after_secs(wait)),
+            ..AppError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "{message}; wait {} before trying again",
+                    crate::throttle::wait_phrase(wait)
+                ),
+            )
         }
     }
 
@@ -44,7 +62,13 @@ impl AppError {
             status: StatusCode::SEE_OTHER,
             message: String::new(),
             redirect: Some(to.to_string()),
+            retry_after: None,
         }
+    }
+
+    /// Seconds a client is asked to wait before trying again, if any.
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
     }
 
     pub fn internal(e: &dyn std::error::Error) -> AppError {
@@ -82,6 +106,11 @@ impl IntoResponse for AppError {
             return Redirect::to(&to).into_response();
         }
         let mut response = (self.status, self.message.clone()).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         response.extensions_mut().insert(ErrorMessage(self.message));
         response
     }
@@ -95,7 +124,8 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
         return response;
     };
     let status = response.status();
-    if api {
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let mut r = if api {
         let mut r = (status, axum::Json(serde_json::json!({ "error": message }))).into_response();
         r.headers_mut().insert(
             header::CACHE_CONTROL,
@@ -108,5 +138,9 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
             axum::response::Html(crate::web::pages::error_page(status, &message).into_string()),
         )
             .into_response()
+    };
+    if let Some(v) = retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
     }
+    r
 }

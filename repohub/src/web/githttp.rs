@@ -22,11 +22,12 @@ use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use super::error::AppError;
+use crate::auth::Peer;
 use crate::db::{RepoKind, Role, User};
 use crate::AppState;
 
 /// The user from `Authorization: Basic <anything>:<token>` or `Bearer <token>`.
-fn git_user(app: &AppState, headers: &HeaderMap) -> Result<Option<User>, AppError> {
+fn git_user(app: &AppState, headers: &HeaderMap, peer: Peer) -> Result<Option<User>, AppError> {
     use base64::Engine;
     let Some(value) = headers
         .get(header::AUTHORIZATION)
@@ -49,7 +50,7 @@ fn git_user(app: &AppState, headers: &HeaderMap) -> Result<Option<User>, AppErro
     } else {
         String::new()
     };
-    Ok(app.db.user_by_token(&token)?)
+    crate::auth::token_user(app, peer, &token)
 }
 
 fn challenge() -> Response {
@@ -69,7 +70,7 @@ pub async fn serve(
     request: Request,
 ) -> Result<Response, AppError> {
     let (parts, body) = request.into_parts();
-    let Some(user) = git_user(&app, &parts.headers)? else {
+    let Some(user) = git_user(&app, &parts.headers, Peer::of(&parts))? else {
         return Ok(challenge());
     };
     let repo_name = repo.strip_suffix(".git").unwrap_or(&repo);

@@ -35,6 +35,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, AnonForm, ApiJson, ApiWrite, CsrfForm, Viewer};
 use crate::db::{Project, RepoKind, Repository, Role};
+use crate::throttle::SignInKey;
 use crate::AppState;
 use error::AppError;
 use pages::{Chrome, Notice, Section};
@@ -532,44 +533,65 @@ struct LoginForm {
     next: Option<String>,
 }
 
-/// A valid hash to verify against when the user does not exist, so that a wrong username
-/// takes as long as a wrong password.
-fn dummy_hash(app: &AppState) -> &'static str {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DUMMY.get_or_init(|| {
-        auth::hash_password("not a real password", app.settings.password_cost).unwrap_or_default()
-    })
+/// A page answering a refused form, with the `Retry-After` the error asks for.
+fn with_retry_after(mut response: Response, e: &AppError) -> Response {
+    if let Some(secs) = e.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 async fn login_submit(
     State(app): State<AppState>,
+    peer: auth::Peer,
     AnonForm(form): AnonForm<LoginForm>,
 ) -> Result<Response> {
     let next = safe_next(form.next.as_deref());
     let username = form.username.trim().to_string();
+    let form_page = |e: AppError| {
+        let page = anon_form_page(&app, e.status, |csrf| {
+            pages::login_page(csrf, &Notice::Error(e.message.clone()), &username, &next)
+        });
+        Ok(with_retry_after(page, &e))
+    };
+    // Counted before the password is checked, and refused without checking it: a guesser
+    // learns nothing more and costs no argon2 time. Unknown usernames count the same way.
+    let key = SignInKey::new(&username, peer.0);
+    if let Err(wait) = app
+        .limits
+        .passwords
+        .begin(key.clone(), app.settings.clock.now())
+    {
+        return form_page(AppError::too_many_attempts(
+            "too many failed sign-ins with this username",
+            wait,
+        ));
+    }
     let creds = app.db.credentials(&username)?;
     let password = form.password.clone();
     let app2 = app.clone();
-    // Argon2 takes tens of milliseconds on purpose; keep it off the async workers.
+    // Argon2 takes tens of milliseconds on purpose; keep it off the async workers. A wrong
+    // username is checked against a dummy hash so it takes as long as a wrong password.
     let verified = tokio::task::spawn_blocking(move || match &creds {
         Some((user, hash)) => auth::verify_password(&password, hash).then(|| user.clone()),
         None => {
-            let _ = auth::verify_password(&password, dummy_hash(&app2));
+            let _ = auth::verify_password(&password, &app2.dummy_hash);
             None
         }
     })
     .await
     .map_err(|e| AppError::internal(&e))?;
     match verified {
-        Some(user) => signed_in_redirect(&app, user.id, &next),
-        None => Ok(anon_form_page(&app, StatusCode::UNAUTHORIZED, |csrf| {
-            pages::login_page(
-                csrf,
-                &Notice::Error("wrong username or password".into()),
-                &username,
-                &next,
-            )
-        })),
+        Some(user) => {
+            app.limits.passwords.clear(&key);
+            signed_in_redirect(&app, user.id, &next)
+        }
+        None => form_page(AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong username or password",
+        )),
     }
 }
 
@@ -1542,6 +1564,7 @@ struct PasswordForm {
 
 async fn password_change(
     State(app): State<AppState>,
+    peer: auth::Peer,
     CsrfForm(viewer, form): CsrfForm<PasswordForm>,
 ) -> Result<Response> {
     let auth::Via::Session { token, .. } = &viewer.via else {
@@ -1549,8 +1572,17 @@ async fn password_change(
             "sign in with a password to change it",
         ));
     };
+    // Someone holding a stolen session must not be able to guess the password behind it
+    // at full speed either: the same counter as the sign-in form.
+    let key = SignInKey::new(&viewer.user.username, peer.0);
     let result = async {
         validate_password(&form.new)?;
+        app.limits
+            .passwords
+            .begin(key.clone(), app.settings.clock.now())
+            .map_err(|wait| {
+                AppError::too_many_attempts("too many wrong passwords for this account", wait)
+            })?;
         let hash = app
             .db
             .password_hash(viewer.user.id)?
@@ -1571,6 +1603,7 @@ async fn password_change(
         })
         .await
         .map_err(|e| AppError::internal(&e))??;
+        app.limits.passwords.clear(&key);
         app.db.set_password(viewer.user.id, &new_hash, token)?;
         Ok::<_, AppError>(())
     }
@@ -1584,7 +1617,14 @@ async fn password_change(
             None,
         ),
         Err(e) if e.status.is_client_error() => {
-            settings(&app, &viewer, e.status, Notice::Error(e.message), None)
+            let page = settings(
+                &app,
+                &viewer,
+                e.status,
+                Notice::Error(e.message.clone()),
+                None,
+            )?;
+            Ok(with_retry_after(page, &e))
         }
         Err(e) => Err(e),
     }

@@ -101,6 +101,8 @@ pub fn config(
         ci_state_dir: ci_state.to_path_buf(),
         settings: Settings {
             password_cost: CHEAP,
+            // Stands still unless a test steps it over the sign-in throttle's window.
+            clock: repohub::throttle::Clock::manual(),
             ..Settings::default()
         },
     }
@@ -415,6 +417,9 @@ impl EventStream {
 pub async fn serve(app: AppState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, repohub::router(app)).await });
+    // As pcr-repohub serves it: with the peer address the sign-in throttle keys on.
+    let service =
+        repohub::router(app).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, service).await });
     base
 }
