@@ -10,6 +10,11 @@ let
   cfg = config.services.procurator.ci;
   util = import ./lib.nix { inherit lib; };
   stateDir = "/var/lib/procurator-ci";
+  # `or`: this module may be imported without the control plane's.
+  controlPlaneHere = (config.services.procurator.control-plane or { }).enable or false;
+  operatorTokenHere = "${util.controlPlaneStateDir}/operator.token";
+  # Token given some other way, e.g. `extraArgs = [ "--token-file" … ]`.
+  tokenInExtraArgs = builtins.any (a: builtins.match "--token(-file)?(=.*)?" a != null) cfg.extraArgs;
 in
 {
   options.services.procurator.ci = util.commonOptions { name = "CI service"; binary = "pcr-ci"; } // {
@@ -27,6 +32,20 @@ in
       type = lib.types.str;
       default = "http://127.0.0.1:5000";
       description = "Binary cache closures are pushed to.";
+    };
+    controlPlaneTokenFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = if controlPlaneHere then operatorTokenHere else null;
+      defaultText = lib.literalExpression ''
+        if config.services.procurator.control-plane.enable
+        then "${operatorTokenHere}" else null'';
+      example = "/run/keys/procurator-operator.token";
+      description = ''
+        File holding the control plane's operator token, without which pcr-ci does not start:
+        it publishes generations with it (the control plane writes it to `${operatorTokenHere}` on first start).
+        Read by systemd as root and handed to the service as a credential, so the file may
+        stay readable by root only.
+      '';
     };
     cacheTokenFile = lib.mkOption {
       type = lib.types.nullOr lib.types.path;
@@ -46,6 +65,11 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    assertions = [{
+      assertion = cfg.controlPlaneTokenFile != null || tokenInExtraArgs;
+      message = "services.procurator.ci: pcr-ci does not start without the operator token of the control plane at ${cfg.master}, which it publishes generations to; set controlPlaneTokenFile to a copy of ${operatorTokenHere} from the control plane's host";
+    }];
+
     users.users.${cfg.user} = {
       isSystemUser = true;
       group = cfg.user;
@@ -59,8 +83,10 @@ in
     systemd.services.procurator-ci = {
       description = "Procurator CI service";
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" "nix-daemon.socket" ];
+      # On the control plane's host, start after it: it creates the token file we load.
+      wants = [ "network-online.target" ] ++ lib.optional controlPlaneHere "procurator-control-plane.service";
+      after = [ "network-online.target" "nix-daemon.socket" ]
+        ++ lib.optional controlPlaneHere "procurator-control-plane.service";
       path = [ config.nix.package pkgs.git ];
       environment = {
         RUST_LOG = cfg.logLevel;
@@ -74,11 +100,13 @@ in
           "--state-dir" stateDir
           "--master" cfg.master
           "--cache-url" cfg.cacheUrl
-        ] ++ lib.optionals (cfg.cacheTokenFile != null) [ "--cache-token-file" "%d/cache-token" ]
+        ] ++ lib.optionals (cfg.controlPlaneTokenFile != null) [ "--token-file" "%d/control-plane-token" ]
+          ++ lib.optionals (cfg.cacheTokenFile != null) [ "--cache-token-file" "%d/cache-token" ]
           ++ lib.optionals (cfg.webhookSecretFile != null) [ "--webhook-secret-file" "%d/webhook-secret" ]
           ++ cfg.extraArgs);
         LoadCredential =
-          lib.optional (cfg.cacheTokenFile != null) "cache-token:${cfg.cacheTokenFile}"
+          lib.optional (cfg.controlPlaneTokenFile != null) "control-plane-token:${cfg.controlPlaneTokenFile}"
+          ++ lib.optional (cfg.cacheTokenFile != null) "cache-token:${cfg.cacheTokenFile}"
           ++ lib.optional (cfg.webhookSecretFile != null) "webhook-secret:${cfg.webhookSecretFile}";
         User = cfg.user;
         Group = cfg.user;

@@ -1,10 +1,16 @@
 # NixOS module for `pcr-control-plane`: the Master that keeps desired and observed state
 # (SQLite) and schedules VMs onto workers, over Cap'n Proto RPC.
+#
+# On first start it generates its access tokens beside the database, mode 0600:
+#   /var/lib/procurator-control-plane/operator.token  — pcr-ci, repohub, the CLI
+#   /var/lib/procurator-control-plane/worker.token    — workers
+# On the same host, `services.procurator.ci.controlPlaneTokenFile` defaults to the first;
+# elsewhere, copy it there as a secret and point that option at the copy.
 { config, lib, ... }:
 let
   cfg = config.services.procurator.control-plane;
   util = import ./lib.nix { inherit lib; };
-  stateDir = "/var/lib/procurator-control-plane";
+  stateDir = util.controlPlaneStateDir;
 in
 {
   options.services.procurator.control-plane = util.commonOptions { name = "control plane"; binary = "pcr-control-plane"; } // {

@@ -1,6 +1,11 @@
 # Small helpers shared by the service modules.
 { lib }:
 {
+  # The control plane keeps its database here, and beside it the tokens it generates on first
+  # start (mode 0600): `operator.token` for pcr-ci, repohub and the CLI, `worker.token` for
+  # workers. Other modules default to these files when the control plane runs on the same host.
+  controlPlaneStateDir = "/var/lib/procurator-control-plane";
+
   # "0.0.0.0:7000" / "[::]:7000" → 7000
   portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
 

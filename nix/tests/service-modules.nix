@@ -1,7 +1,8 @@
 # Evaluates the NixOS service modules (../modules) with the built-in module evaluator, against a
 # stub of the NixOS options they set, because nixpkgs is not available on machines like the CI's.
 # This proves their option declarations, defaults, assertions and the units they render (the
-# command lines of the binaries); that NixOS itself accepts them is checked only by reading.
+# command lines of the binaries, and that every credential a command line reads is loaded);
+# that NixOS itself accepts them is checked only by reading. Warnings are returned, not printed.
 #
 #   nix-instantiate --eval --strict --json nix/tests/service-modules.nix \
 #     --arg config '{ services.procurator.worker = { enable = true; … }; }'
@@ -42,6 +43,7 @@ let
     {
       options = {
         assertions = mkOption { type = types.listOf types.anything; default = [ ]; };
+        warnings = mkOption { type = types.listOf types.str; default = [ ]; };
         boot.kernelModules = mkOption { type = types.listOf types.str; default = [ ]; };
         networking.hostName = mkOption { type = types.str; default = "node-1"; };
         networking.firewall.allowedTCPPorts = mkOption { type = types.listOf types.port; default = [ ]; };
@@ -59,10 +61,27 @@ let
   }).config;
 
   failed = builtins.filter (a: !a.assertion) evaluated.assertions;
+
+  # Every `%d/<name>` a command line reads must be a credential its unit loads, and every
+  # credential loaded must be read: on a real host a mismatch shows only when the unit starts.
+  credentialErrors = builtins.concatMap
+    (unit:
+      let
+        service = evaluated.systemd.services.${unit}.serviceConfig or { };
+        read = map builtins.head (builtins.filter builtins.isList
+          (builtins.split "%d/([A-Za-z0-9_.-]+)" (service.ExecStart or "")));
+        loaded = map (c: builtins.head (builtins.split ":" c)) (service.LoadCredential or [ ]);
+        missing = builtins.filter (n: !builtins.elem n loaded) read;
+        unused = builtins.filter (n: !builtins.elem n read) loaded;
+      in
+      map (n: "${unit}: ExecStart reads %d/${n} but LoadCredential does not load it") missing
+      ++ map (n: "${unit}: LoadCredential loads ${n} but ExecStart never reads it") unused)
+    (builtins.attrNames evaluated.systemd.services);
 in
 if failed != [ ] then throw (builtins.head failed).message
+else if credentialErrors != [ ] then throw (builtins.head credentialErrors)
 else {
-  inherit (evaluated) systemd networking users;
+  inherit (evaluated) systemd networking users warnings;
   nix = { inherit (evaluated.nix) settings; };
   boot = { inherit (evaluated.boot) kernelModules; };
 }
