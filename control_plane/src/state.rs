@@ -1106,6 +1106,23 @@ impl Cluster {
         if let Err(e) = validate_specs(&specs) {
             return refuse(ErrorCode::Invalid, format!("{e}; nothing was stored"));
         }
+        // A worker answered every heartbeat must never stop an instance for being cut off.
+        let floor = self.config.heartbeat_interval * 2;
+        if let Some(s) = specs.iter().find(|s| {
+            s.stop_after_disconnect_ms != 0
+                && Duration::from_millis(s.stop_after_disconnect_ms.into()) < floor
+        }) {
+            return refuse(
+                ErrorCode::Invalid,
+                format!(
+                    "VM {}: stopAfterDisconnectMs {} is shorter than two heartbeats ({} ms), \
+                     so a connected worker could stop it; nothing was stored",
+                    s.name,
+                    s.stop_after_disconnect_ms,
+                    floor.as_millis()
+                ),
+            );
+        }
         let content_hash = content_hash(&settings, &specs);
         if let Some(active) = &self.active {
             if generation == active.generation && intent_hash == active.intent_hash {

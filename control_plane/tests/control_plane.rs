@@ -339,6 +339,13 @@ fn generations_only_move_forward_and_bad_specs_store_nothing() {
                 }],
                 "must not contain `..`",
             ),
+            (
+                vec![VmSpec {
+                    stop_after_disconnect_ms: 100,
+                    ..spec("web", 1, 1)
+                }],
+                "stopAfterDisconnectMs 100 is shorter than two heartbeats",
+            ),
         ];
         for (specs, want) in bad {
             let e = remote(publish(&op, 6, &specs).await.unwrap_err());

@@ -96,6 +96,7 @@ let
       healthChecks = map healthCheck vm.deployment.healthChecks;
       rollout = vm.deployment.rollout // { inherit (vm.deployment) autoRollback; };
       restart = vm.deployment.restart;
+      inherit (vm.deployment) stopAfterDisconnectMs;
     };
 in
 {

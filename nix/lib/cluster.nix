@@ -150,6 +150,7 @@ let
           default = [ ];
           description = "Checks that decide whether an instance is healthy.";
         };
+        stopAfterDisconnectMs = ms "0: instances keep running while their worker cannot reach the control plane. Otherwise the worker stops them after this long without an answer, so a copy rescheduled elsewhere never runs beside them when the value is at most the control plane's lease (for workloads that must not run twice). At least two heartbeats." 0;
         autoRollback = mkOption {
           type = types.bool;
           default = true;

@@ -119,6 +119,10 @@ struct VmSpec {
   healthChecks @13 :List(HealthCheck);
   rollout @14 :RolloutPolicy;
   restart @15 :RestartPolicy;
+  # 0: instances keep running while their worker cannot reach the control plane. Otherwise
+  # the worker stops them after this long without an answer from the control plane, so an
+  # instance rescheduled elsewhere never runs twice (when it is at most the lease).
+  stopAfterDisconnectMs @16 :UInt32;
 }
 
 enum PlacementStrategy {

@@ -138,6 +138,7 @@ pub fn write_vm_spec(mut b: c::vm_spec::Builder<'_>, s: &VmSpec) {
     );
     b.set_backend(backend_to_wire(s.backend));
     b.set_closure(s.closure.as_str());
+    b.set_stop_after_disconnect_ms(s.stop_after_disconnect_ms);
     b.set_exec(s.exec.as_str());
     write_texts(b.reborrow().init_args(s.args.len() as u32), &s.args);
     write_kv(b.reborrow().init_env(s.env.len() as u32), &s.env);
@@ -283,6 +284,7 @@ pub fn read_vm_spec(r: c::vm_spec::Reader<'_>) -> R<VmSpec> {
         health_checks,
         rollout,
         restart,
+        stop_after_disconnect_ms: r.get_stop_after_disconnect_ms(),
     })
 }
 

@@ -239,6 +239,13 @@ pub struct VmSpec {
     pub rollout: RolloutPolicy,
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// 0 (the default): instances keep running while their worker is cut off from the control
+    /// plane. Otherwise the worker stops them once it has had no answer for this long, so a
+    /// copy rescheduled elsewhere after the lease never runs beside them (with a value no
+    /// longer than the lease). For workloads that must not run twice, like a queue consumer
+    /// holding a lock or a database primary.
+    #[serde(default)]
+    pub stop_after_disconnect_ms: u32,
 }
 
 fn one() -> u32 {
@@ -268,6 +275,7 @@ impl VmSpec {
             health_checks: Vec::new(),
             rollout: RolloutPolicy::default(),
             restart: RestartPolicy::default(),
+            stop_after_disconnect_ms: 0,
         }
     }
 
