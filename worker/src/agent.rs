@@ -5,19 +5,22 @@
 //! with `pushData` every heartbeat and whenever an instance changes phase or health. The
 //! master pushes `assignmentChanged`; the revision `pushData` answers is the polling fallback.
 //! When the control plane is unreachable the worker retries with backoff and its instances
-//! keep running untouched.
+//! keep running untouched — except those whose spec sets `stopAfterDisconnectMs`: once the
+//! control plane has not answered for that long, the worker stops them itself, so the copy
+//! the control plane starts elsewhere after the lease never runs beside them.
 //!
 //! capnp-rpc is `!Send`: everything here runs on a tokio `LocalSet`; supervisors run as
 //! ordinary tasks.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use schema::client::{AssignmentUpdate, GatewayClient};
 use schema::model::{VmSpec, WorkerInfo, WorkerMetrics};
 use schema::worker_capnp::worker_callback;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::procfs;
 use crate::reconcile::{Reconciler, Runtime};
@@ -46,11 +49,23 @@ enum SessionEnd {
 pub async fn run(config: AgentConfig, mut reconciler: Reconciler) {
     let mut backoff = Duration::from_millis(200);
     let mut metrics = MetricsSampler::default();
+    // Nothing is known of the control plane before the first answer: count from now.
+    let link = Link::new(Instant::now());
+    link.watch(&reconciler);
     loop {
-        match session(&config, &mut reconciler, &mut metrics, &mut backoff).await {
-            Err(SessionEnd::Closed) => {
-                tracing::warn!("control plane connection closed; running instances keep running")
+        let ended = tokio::select! {
+            ended = session(&config, &mut reconciler, &mut metrics, &mut backoff, &link) => ended,
+            () = link.cut_off() => {
+                // The session is dropped with its connection; a fresh one starts at once.
+                stop_cut_off(&mut reconciler, &link);
+                continue;
             }
+        };
+        match ended {
+            Err(SessionEnd::Closed) => tracing::warn!(
+                "control plane connection closed; running instances keep running{}",
+                link.caveat()
+            ),
             Err(SessionEnd::Failed(e)) => tracing::warn!(
                 "control plane at {} unavailable: {e}; retrying in {} ms",
                 config.master,
@@ -58,8 +73,91 @@ pub async fn run(config: AgentConfig, mut reconciler: Reconciler) {
             ),
             Ok(()) => {}
         }
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = link.cut_off() => stop_cut_off(&mut reconciler, &link),
+        }
         backoff = (backoff * 2).min(config.max_backoff);
+    }
+}
+
+fn stop_cut_off(reconciler: &mut Reconciler, link: &Link) {
+    let silent = link.last_answer.get().elapsed();
+    let stopped = reconciler.stop_cut_off(silent);
+    link.watch(reconciler);
+    if stopped.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        "no answer from the control plane for {} ms: stopped {} (stopAfterDisconnectMs), so \
+         no copy started elsewhere runs beside them; they start again when the control plane \
+         assigns them here",
+        silent.as_millis(),
+        stopped.join(", ")
+    );
+}
+
+/// What the worker knows of its link to the control plane, for `stopAfterDisconnectMs`.
+struct Link {
+    /// When the last request the control plane answered (`register`, `pushData`) was sent.
+    /// The control plane renewed this worker's lease no earlier than that, so it does not
+    /// give the worker's instances to others before this + the lease.
+    last_answer: Cell<Instant>,
+    /// The shortest `stopAfterDisconnectMs` among the instances running here.
+    shortest: Cell<Option<Duration>>,
+    shortest_changed: Notify,
+}
+
+impl Link {
+    fn new(now: Instant) -> Link {
+        Link {
+            last_answer: Cell::new(now),
+            shortest: Cell::new(None),
+            shortest_changed: Notify::new(),
+        }
+    }
+
+    fn answered(&self, sent: Instant) {
+        if sent > self.last_answer.get() {
+            self.last_answer.set(sent);
+        }
+    }
+
+    /// Follows what the reconciler runs now.
+    fn watch(&self, reconciler: &Reconciler) {
+        let shortest = reconciler.shortest_stop_after_disconnect();
+        if shortest != self.shortest.get() {
+            self.shortest.set(shortest);
+            self.shortest_changed.notify_one();
+        }
+    }
+
+    fn caveat(&self) -> &'static str {
+        if self.shortest.get().is_some() {
+            " (those with stopAfterDisconnectMs until it passes)"
+        } else {
+            ""
+        }
+    }
+
+    /// Resolves once an instance here has had no answer from the control plane for its
+    /// `stopAfterDisconnectMs`.
+    async fn cut_off(&self) {
+        loop {
+            let changed = self.shortest_changed.notified();
+            let Some(shortest) = self.shortest.get() else {
+                changed.await;
+                continue;
+            };
+            let due = self.last_answer.get() + shortest;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(due.into()) => {}
+                () = changed => {}
+            }
+        }
     }
 }
 
@@ -83,6 +181,7 @@ async fn session(
     reconciler: &mut Reconciler,
     metrics: &mut MetricsSampler,
     backoff: &mut Duration,
+    link: &Link,
 ) -> Result<(), SessionEnd> {
     let (gateway, conn) = timed(
         config,
@@ -96,7 +195,9 @@ async fn session(
         changed: tx,
         rt: reconciler.runtime().clone(),
     });
+    let sent = Instant::now();
     let registered = timed(config, "register", gw.register(&config.info, callback)).await?;
+    link.answered(sent);
     *backoff = Duration::from_millis(200);
     tracing::info!(
         worker = %config.info.id,
@@ -107,8 +208,8 @@ async fn session(
     // A fresh session always reconciles to the full assignment: the master may have changed
     // (or lost) it while we were away.
     let mut last_seen = 0;
-    fetch_and_apply(config, &gw, reconciler, &mut last_seen).await?;
-    push(config, &gw, reconciler, metrics, &mut last_seen).await?;
+    fetch_and_apply(config, &gw, reconciler, &mut last_seen, link).await?;
+    push(config, &gw, reconciler, metrics, &mut last_seen, link).await?;
 
     let interval = Duration::from_millis(u64::from(registered.heartbeat_interval_ms.max(100)));
     let mut heartbeat = tokio::time::interval(interval);
@@ -120,12 +221,12 @@ async fn session(
             _ = &mut closed => return Err(SessionEnd::Closed),
             Some(revision) = rx.recv() => {
                 if revision != last_seen {
-                    fetch_and_apply(config, &gw, reconciler, &mut last_seen).await?;
-                    push(config, &gw, reconciler, metrics, &mut last_seen).await?;
+                    fetch_and_apply(config, &gw, reconciler, &mut last_seen, link).await?;
+                    push(config, &gw, reconciler, metrics, &mut last_seen, link).await?;
                 }
             }
-            _ = heartbeat.tick() => push(config, &gw, reconciler, metrics, &mut last_seen).await?,
-            _ = rt.changed.notified() => push(config, &gw, reconciler, metrics, &mut last_seen).await?,
+            _ = heartbeat.tick() => push(config, &gw, reconciler, metrics, &mut last_seen, link).await?,
+            _ = rt.changed.notified() => push(config, &gw, reconciler, metrics, &mut last_seen, link).await?,
         }
     }
 }
@@ -135,6 +236,7 @@ async fn fetch_and_apply(
     gw: &GatewayClient,
     reconciler: &mut Reconciler,
     last_seen: &mut u64,
+    link: &Link,
 ) -> Result<(), SessionEnd> {
     let update = timed(
         config,
@@ -151,6 +253,7 @@ async fn fetch_and_apply(
             desired.len()
         );
         reconciler.apply(&desired, assignment.generation);
+        link.watch(reconciler);
         *last_seen = assignment.revision;
     }
     Ok(())
@@ -162,10 +265,12 @@ async fn push(
     reconciler: &mut Reconciler,
     metrics: &mut MetricsSampler,
     last_seen: &mut u64,
+    link: &Link,
 ) -> Result<(), SessionEnd> {
     let rt = reconciler.runtime().clone();
     let reports = rt.reports();
     let worker_metrics = metrics.sample(&rt);
+    let sent = Instant::now();
     let revision = timed(
         config,
         "pushData",
@@ -177,9 +282,10 @@ async fn push(
         ),
     )
     .await?;
+    link.answered(sent);
     if revision != *last_seen {
         // Missed a push (or it raced this heartbeat): this is the polling fallback.
-        fetch_and_apply(config, gw, reconciler, last_seen).await?;
+        fetch_and_apply(config, gw, reconciler, last_seen, link).await?;
     }
     Ok(())
 }

@@ -325,6 +325,37 @@ impl Reconciler {
     pub fn instances(&self) -> Vec<String> {
         self.supervised.keys().cloned().collect()
     }
+
+    /// The shortest `stopAfterDisconnectMs` among the instances here, if any sets one.
+    pub fn shortest_stop_after_disconnect(&self) -> Option<Duration> {
+        self.supervised
+            .values()
+            .map(|s| s.spec.stop_after_disconnect_ms)
+            .filter(|&ms| ms > 0)
+            .min()
+            .map(|ms| Duration::from_millis(ms.into()))
+    }
+
+    /// The control plane has not answered for `cut_off`: stops the instances whose
+    /// `stopAfterDisconnectMs` has passed, so the copies it starts elsewhere once this
+    /// worker's lease runs out never run beside them. The next assignment starts them again
+    /// if they are still this worker's. Returns the ids stopped.
+    pub fn stop_cut_off(&mut self, cut_off: Duration) -> Vec<String> {
+        let due: Vec<String> = self
+            .supervised
+            .iter()
+            .filter(|(_, s)| {
+                let ms = s.spec.stop_after_disconnect_ms;
+                ms > 0 && Duration::from_millis(ms.into()) <= cut_off
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &due {
+            self.stop(id);
+        }
+        self.stopping.retain(|_, task| !task.is_finished());
+        due
+    }
 }
 
 /// Resolves when the reconciler asks this supervisor to stop.

@@ -1,7 +1,9 @@
 //! Faults injected into a real cluster: control plane and workers as separate processes,
 //! workloads built by real `nix build`. A killed worker and a paused worker lose their
 //! workload to another worker within the lease, and stop their copy when they return; a
-//! generation whose service fails its health check is rolled back to the previous one.
+//! generation whose service fails its health check is rolled back to the previous one. A
+//! worker cut off from the control plane (hung, killed, or behind a cut network link) stops
+//! the workloads that set `stopAfterDisconnectMs` before they could run twice.
 
 // Tests may unwrap: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -320,4 +322,173 @@ fn an_operator_restart_restarts_the_instance_where_it_runs() {
             .to_string();
         assert_eq!(e, "there is no instance nope-0");
     });
+}
+
+/// `stopAfterDisconnectMs`: a worker cut off from the control plane — which hangs (SIGSTOP)
+/// or dies (kill -9) — stops the instances that must not run twice once the control plane
+/// has not answered for that long, keeps the others, and starts them again once it is back.
+#[test]
+fn a_worker_cut_off_stops_what_must_not_run_twice_and_keeps_the_rest() {
+    const STOP_AFTER_MS: u32 = 1_000;
+    let closure = build_sleeper();
+    let mut cp = ControlPlane::start_with(Options {
+        lease_ms: LEASE_MS,
+        heartbeat_ms: 250,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("w1");
+    let mut cleanup = KillOnDrop::new();
+    cleanup.watch_state(&state);
+    let _w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &state, &[]);
+    let mut fenced = sleeper_spec("fenced", &closure);
+    fenced.stop_after_disconnect_ms = STOP_AFTER_MS;
+    let kept = sleeper_spec("kept", &closure);
+    let both_running = |cp: &ControlPlane| {
+        local(async {
+            let master = cp.operator().await;
+            running_on(&master, "fenced-0", "w1", &closure).await;
+            running_on(&master, "kept-0", "w1", &closure).await;
+        })
+    };
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w1 registered", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
+        })
+        .await;
+        publish(&master, 1, &[fenced.clone(), kept.clone()]).await;
+    });
+    both_running(&cp);
+    let signal = |sig: &str, pid: u32| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    };
+
+    for fault in ["SIGSTOP", "kill -9"] {
+        let kept_pid = copies("kept-0", &closure);
+        assert_eq!(kept_pid.len(), 1, "one copy of kept-0 before {fault}");
+        assert_eq!(copies("fenced-0", &closure).len(), 1);
+        let t0 = Instant::now();
+        let pid = cp.pid().unwrap();
+        if fault == "SIGSTOP" {
+            signal("-STOP", pid);
+        } else {
+            cp.kill9();
+        }
+        wait_for(Duration::from_secs(20), "fenced-0 to stop", || {
+            copies("fenced-0", &closure).is_empty().then_some(())
+        });
+        let stopped = t0.elapsed();
+        eprintln!("{fault} of the control plane → fenced-0 stopped after {stopped:?}");
+        // The last answer came at most one heartbeat (+ a slow push) before the fault.
+        assert!(
+            stopped < Duration::from_millis(u64::from(STOP_AFTER_MS) + 3_000),
+            "fenced-0 stopped only after {stopped:?}"
+        );
+        assert_eq!(
+            copies("kept-0", &closure),
+            kept_pid,
+            "kept-0 runs on untouched while the control plane is away"
+        );
+        if fault == "SIGSTOP" {
+            signal("-CONT", pid);
+        } else {
+            cp.restart();
+        }
+        // Back: the assignment still says fenced-0 runs on w1, so it starts again. (The
+        // status may still show the report from before the fault: look at the processes.)
+        let t1 = Instant::now();
+        wait_for(Duration::from_secs(30), "fenced-0 to start again", || {
+            (copies("fenced-0", &closure).len() == 1).then_some(())
+        });
+        eprintln!(
+            "control plane back → fenced-0 running again after {:?}",
+            t1.elapsed()
+        );
+        both_running(&cp);
+        assert_eq!(copies("kept-0", &closure), kept_pid);
+    }
+}
+
+/// The guarantee for workloads that set `stopAfterDisconnectMs` no longer than the lease: a
+/// worker cut off by the network — alive, its workload running — stops its copy before the
+/// control plane gives the workload to another worker, so there are never two copies.
+#[test]
+fn a_partitioned_worker_stops_its_copy_before_it_is_started_elsewhere() {
+    let closure = build_sleeper();
+    let cp = ControlPlane::start_with(Options {
+        lease_ms: LEASE_MS,
+        heartbeat_ms: 250,
+    });
+    let relay = Relay::start(&cp.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let (s1, s2) = (dir.path().join("w1"), dir.path().join("w2"));
+    let mut cleanup = KillOnDrop::new();
+    cleanup.watch_state(&s1);
+    cleanup.watch_state(&s2);
+    // w1 reaches the control plane through the relay, w2 directly.
+    let _w1 = WorkerProcess::start(&relay.addr, &cp.worker_token, "w1", &s1, &[]);
+    let mut single = sleeper_spec("single", &closure);
+    single.stop_after_disconnect_ms = (LEASE_MS * 3 / 4) as u32;
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w1 registered", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
+        })
+        .await;
+        publish(&master, 1, &[single.clone()]).await;
+        running_on(&master, "single-0", "w1", &closure).await;
+    });
+    let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w2 registered", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 2).then_some(())
+        })
+        .await;
+    });
+    let original = copies("single-0", &closure);
+    assert_eq!(original.len(), 1);
+
+    let t0 = Instant::now();
+    relay.cut(true);
+    // Watch every copy until the workload runs on w2: never two at once.
+    let mut gone_at = None;
+    let moved = wait_for(Duration::from_secs(30), "single-0 to run on w2", || {
+        let now = copies("single-0", &closure);
+        assert!(now.len() <= 1, "two copies of single-0 at once: {now:?}");
+        if gone_at.is_none() && !now.contains(&original[0]) {
+            gone_at = Some(t0.elapsed());
+        }
+        (now.len() == 1 && now[0] != original[0]).then(|| t0.elapsed())
+    });
+    let gone_at = gone_at.unwrap();
+    eprintln!(
+        "partition → w1 stopped its copy after {gone_at:?}, w2 started one after {moved:?} \
+         (stopAfterDisconnectMs {}, lease {LEASE_MS} ms)",
+        single.stop_after_disconnect_ms
+    );
+    assert!(gone_at < moved);
+    local(async {
+        let master = cp.operator().await;
+        running_on(&master, "single-0", "w2", &closure).await;
+    });
+
+    // The link heals: w1 is back, and single-0 stays where it is now.
+    relay.cut(false);
+    local(async {
+        let master = cp.operator().await;
+        eventually(Duration::from_secs(30), "w1 back", || async {
+            let s = master.cluster_status().await.ok()?;
+            let w1 = s.workers.iter().find(|w| w.info.id == "w1")?;
+            (w1.state == WorkerState::Ready).then_some(())
+        })
+        .await;
+        running_on(&master, "single-0", "w2", &closure).await;
+    });
+    assert_eq!(copies("single-0", &closure).len(), 1);
 }

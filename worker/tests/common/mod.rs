@@ -216,3 +216,87 @@ pub fn copies(instance: &str, closure: &str) -> Vec<u32> {
     }
     out
 }
+
+/// A TCP relay in front of the control plane that can be cut like a network link: while it
+/// is cut nothing passes either way and nothing is closed, as when a switch between two hosts
+/// fails. Connections made while it is cut wait too.
+pub struct Relay {
+    pub addr: String,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub fn start(target: &str) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("address").to_string();
+        let (cut, rx) = tokio::sync::watch::channel(false);
+        let target = target.to_string();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+                let mut closed = rx.clone();
+                loop {
+                    let (inbound, _) = tokio::select! {
+                        accepted = listener.accept() => match accepted {
+                            Ok(a) => a,
+                            Err(_) => continue,
+                        },
+                        // The relay was dropped: stop, and with the runtime every pipe.
+                        Err(_) = closed.changed() => return,
+                    };
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&target).await else {
+                        continue;
+                    };
+                    let (ri, wi) = inbound.into_split();
+                    let (ro, wo) = outbound.into_split();
+                    tokio::spawn(pipe(ri, wo, rx.clone()));
+                    tokio::spawn(pipe(ro, wi, rx.clone()));
+                }
+            });
+        });
+        Relay { addr, cut }
+    }
+
+    /// Cuts (`true`) or heals (`false`) the link.
+    pub fn cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // Nothing is read while cut either, so the sender's buffers fill as on a dead link.
+        while *cut.borrow_and_update() {
+            if cut.changed().await.is_err() {
+                return;
+            }
+        }
+        let n = tokio::select! {
+            n = from.read(&mut buf) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            // Cut while waiting for data: go back and wait for the link.
+            Ok(()) = cut.changed() => continue,
+        };
+        while *cut.borrow_and_update() {
+            if cut.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
