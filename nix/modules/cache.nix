@@ -1,10 +1,16 @@
 # NixOS module for `pcr-cache serve`: the Nix HTTP binary cache workers pull closures from and CI
 # pushes them to (narinfo + NAR, ed25519-signed).
+#
+# pcr-cache refuses every upload without an upload token. Unless `uploadTokenFile` names one, the
+# unit generates it on first start: /var/lib/procurator-cache/upload.token (mode 0600). On the
+# same host, `services.procurator.ci.cacheTokenFile` defaults to the token file; elsewhere, copy
+# it there as a secret and point that option at the copy.
 { config, lib, ... }:
 let
   cfg = config.services.procurator.cache;
   util = import ./lib.nix { inherit lib; };
-  stateDir = "/var/lib/procurator-cache";
+  stateDir = util.cacheStateDir;
+  generatedToken = "${stateDir}/upload.token";
 in
 {
   options.services.procurator.cache = util.commonOptions { name = "binary cache"; binary = "pcr-cache"; } // {
@@ -26,7 +32,12 @@ in
     uploadTokenFile = lib.mkOption {
       type = lib.types.nullOr lib.types.path;
       default = null;
-      description = "File holding the bearer token that authorizes uploads (PUT); null: uploads only from localhost.";
+      example = "/run/keys/procurator-cache-upload.token";
+      description = ''
+        File holding the bearer tokens that authorize uploads (PUT), one per line. Null: the unit
+        generates a token on first start in `${generatedToken}` (mode 0600), which pcr-ci on
+        this host loads by default.
+      '';
     };
     priority = lib.mkOption {
       type = lib.types.ints.unsigned;
@@ -42,6 +53,14 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
       environment.RUST_LOG = cfg.logLevel;
+      # pcr-cache does not generate tokens itself. Runs as the service's user, in its state
+      # directory; written under another name and renamed so no reader sees half a token.
+      preStart = lib.optionalString (cfg.uploadTokenFile == null) ''
+        if [ ! -s ${generatedToken} ]; then
+          (umask 077 && od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' > ${generatedToken}.tmp && echo >> ${generatedToken}.tmp)
+          mv ${generatedToken}.tmp ${generatedToken}
+        fi
+      '';
       serviceConfig = import ./hardening.nix // {
         ExecStart = lib.escapeShellArgs ([
           "${cfg.package}/bin/pcr-cache"
@@ -50,8 +69,8 @@ in
           "--storage" "${stateDir}/store"
           "--priority" (toString cfg.priority)
           "--signing-key" (if cfg.signingKeyFile != null then "%d/signing-key" else "${stateDir}/signing-key")
-        ] ++ lib.optionals (cfg.uploadTokenFile != null) [ "--upload-token-file" "%d/upload-token" ]
-          ++ cfg.extraArgs);
+          "--upload-token-file" (if cfg.uploadTokenFile != null then "%d/upload-token" else generatedToken)
+        ] ++ cfg.extraArgs);
         # Secrets are handed over as credentials, readable by the dynamic user only.
         LoadCredential =
           lib.optional (cfg.signingKeyFile != null) "signing-key:${cfg.signingKeyFile}"

@@ -15,6 +15,16 @@ let
   operatorTokenHere = "${util.controlPlaneStateDir}/operator.token";
   # Token given some other way, e.g. `extraArgs = [ "--token-file" … ]`.
   tokenInExtraArgs = builtins.any (a: builtins.match "--token(-file)?(=.*)?" a != null) cfg.extraArgs;
+  cacheHere = (config.services.procurator.cache or { }).enable or false;
+  # The file the cache on this host reads its upload tokens from (its unit generates it unless
+  # `uploadTokenFile` names another).
+  cacheTokenHere =
+    let file = config.services.procurator.cache.uploadTokenFile or null; in
+    if file != null then file else "${util.cacheStateDir}/upload.token";
+  cacheTokenInExtraArgs = builtins.any (a: builtins.match "--cache-token(-file)?(=.*)?" a != null) cfg.extraArgs;
+  # Not both a flag of ours and one of `extraArgs`: pcr-ci refuses a repeated flag.
+  passTokenFile = cfg.controlPlaneTokenFile != null && !tokenInExtraArgs;
+  passCacheTokenFile = cfg.cacheTokenFile != null && !cacheTokenInExtraArgs;
 in
 {
   options.services.procurator.ci = util.commonOptions { name = "CI service"; binary = "pcr-ci"; } // {
@@ -44,13 +54,28 @@ in
         File holding the control plane's operator token, without which pcr-ci does not start:
         it publishes generations with it (the control plane writes it to `${operatorTokenHere}` on first start).
         Read by systemd as root and handed to the service as a credential, so the file may
-        stay readable by root only.
+        stay readable by root only. Not passed when `extraArgs` carries `--token`/`--token-file`.
       '';
     };
     cacheTokenFile = lib.mkOption {
       type = lib.types.nullOr lib.types.path;
-      default = null;
-      description = "File holding the cache's upload token.";
+      default = if cacheHere then cacheTokenHere else null;
+      defaultText = lib.literalExpression ''
+        if config.services.procurator.cache.enable
+        then (if config.services.procurator.cache.uploadTokenFile != null
+          then config.services.procurator.cache.uploadTokenFile
+          else "${util.cacheStateDir}/upload.token")
+        else null'';
+      example = "/run/keys/procurator-cache-upload.token";
+      description = ''
+        File holding the upload token of the cache at `cacheUrl`, without which pcr-ci does not
+        start: it pushes closures with it. On the cache's host this defaults to the file the
+        cache reads its tokens from (generated in `${util.cacheStateDir}/upload.token` unless
+        `services.procurator.cache.uploadTokenFile` is set); when that file lists several
+        tokens, point this option at a file holding only pcr-ci's. Read by systemd as root and
+        handed to the service as a credential. Not passed when `extraArgs` carries
+        `--cache-token`/`--cache-token-file`.
+      '';
     };
     webhookSecretFile = lib.mkOption {
       type = lib.types.nullOr lib.types.path;
@@ -65,10 +90,17 @@ in
   };
 
   config = lib.mkIf cfg.enable {
-    assertions = [{
-      assertion = cfg.controlPlaneTokenFile != null || tokenInExtraArgs;
-      message = "services.procurator.ci: pcr-ci does not start without the operator token of the control plane at ${cfg.master}, which it publishes generations to; set controlPlaneTokenFile to a copy of ${operatorTokenHere} from the control plane's host";
-    }];
+    assertions = [
+      {
+        assertion = cfg.controlPlaneTokenFile != null || tokenInExtraArgs;
+        message = "services.procurator.ci: pcr-ci does not start without the operator token of the control plane at ${cfg.master}, which it publishes generations to; set controlPlaneTokenFile to a copy of ${operatorTokenHere} from the control plane's host";
+      }
+      {
+        # pcr-ci is always given `--cache-url`, and refuses to start with it but no token.
+        assertion = cfg.cacheTokenFile != null || cacheTokenInExtraArgs;
+        message = "services.procurator.ci: pcr-ci does not start without the upload token of the cache at ${cfg.cacheUrl}, which it pushes closures to; set cacheTokenFile to a copy of ${util.cacheStateDir}/upload.token (or of the file services.procurator.cache.uploadTokenFile names) from the cache's host";
+      }
+    ];
 
     users.users.${cfg.user} = {
       isSystemUser = true;
@@ -83,10 +115,14 @@ in
     systemd.services.procurator-ci = {
       description = "Procurator CI service";
       wantedBy = [ "multi-user.target" ];
-      # On the control plane's host, start after it: it creates the token file we load.
-      wants = [ "network-online.target" ] ++ lib.optional controlPlaneHere "procurator-control-plane.service";
+      # On the control plane's and the cache's host, start after them: they create the token
+      # files we load.
+      wants = [ "network-online.target" ]
+        ++ lib.optional controlPlaneHere "procurator-control-plane.service"
+        ++ lib.optional cacheHere "procurator-cache.service";
       after = [ "network-online.target" "nix-daemon.socket" ]
-        ++ lib.optional controlPlaneHere "procurator-control-plane.service";
+        ++ lib.optional controlPlaneHere "procurator-control-plane.service"
+        ++ lib.optional cacheHere "procurator-cache.service";
       path = [ config.nix.package pkgs.git ];
       environment = {
         RUST_LOG = cfg.logLevel;
@@ -100,13 +136,13 @@ in
           "--state-dir" stateDir
           "--master" cfg.master
           "--cache-url" cfg.cacheUrl
-        ] ++ lib.optionals (cfg.controlPlaneTokenFile != null) [ "--token-file" "%d/control-plane-token" ]
-          ++ lib.optionals (cfg.cacheTokenFile != null) [ "--cache-token-file" "%d/cache-token" ]
+        ] ++ lib.optionals passTokenFile [ "--token-file" "%d/control-plane-token" ]
+          ++ lib.optionals passCacheTokenFile [ "--cache-token-file" "%d/cache-token" ]
           ++ lib.optionals (cfg.webhookSecretFile != null) [ "--webhook-secret-file" "%d/webhook-secret" ]
           ++ cfg.extraArgs);
         LoadCredential =
-          lib.optional (cfg.controlPlaneTokenFile != null) "control-plane-token:${cfg.controlPlaneTokenFile}"
-          ++ lib.optional (cfg.cacheTokenFile != null) "cache-token:${cfg.cacheTokenFile}"
+          lib.optional passTokenFile "control-plane-token:${cfg.controlPlaneTokenFile}"
+          ++ lib.optional passCacheTokenFile "cache-token:${cfg.cacheTokenFile}"
           ++ lib.optional (cfg.webhookSecretFile != null) "webhook-secret:${cfg.webhookSecretFile}";
         User = cfg.user;
         Group = cfg.user;

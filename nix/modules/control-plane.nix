@@ -4,8 +4,9 @@
 # On first start it generates its access tokens beside the database, mode 0600:
 #   /var/lib/procurator-control-plane/operator.token  — pcr-ci, repohub, the CLI
 #   /var/lib/procurator-control-plane/worker.token    — workers
-# On the same host, `services.procurator.ci.controlPlaneTokenFile` defaults to the first;
-# elsewhere, copy it there as a secret and point that option at the copy.
+# On the same host, `controlPlaneTokenFile` of services.procurator.ci and .repohub defaults to
+# the first and that of services.procurator.worker to the second; elsewhere, copy the token
+# there as a secret and point the option at the copy.
 { config, lib, ... }:
 let
   cfg = config.services.procurator.control-plane;

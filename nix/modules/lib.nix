@@ -6,6 +6,11 @@
   # workers. Other modules default to these files when the control plane runs on the same host.
   controlPlaneStateDir = "/var/lib/procurator-control-plane";
 
+  # The cache keeps its store here and, unless `uploadTokenFile` names another file, the upload
+  # token its unit generates on first start (`upload.token`, mode 0600), which pcr-ci on the
+  # same host defaults to.
+  cacheStateDir = "/var/lib/procurator-cache";
+
   # "0.0.0.0:7000" / "[::]:7000" → 7000
   portOf = address: lib.toInt (lib.last (lib.splitString ":" address));
 

@@ -12,6 +12,13 @@ let
   util = import ./lib.nix { inherit lib; };
   stateDir = "/var/lib/procurator-worker";
   labelArgs = lib.concatMap (k: [ "--label" "${k}=${cfg.labels.${k}}" ]) (lib.attrNames cfg.labels);
+  # `or`: this module may be imported without the control plane's.
+  controlPlaneHere = (config.services.procurator.control-plane or { }).enable or false;
+  workerTokenHere = "${util.controlPlaneStateDir}/worker.token";
+  # Token given some other way, e.g. `extraArgs = [ "--token-file" … ]`.
+  tokenInExtraArgs = builtins.any (a: builtins.match "--token(-file)?(=.*)?" a != null) cfg.extraArgs;
+  # Not both: pcr-worker refuses `--token` beside `--token-file`, and a repeated flag.
+  passTokenFile = cfg.controlPlaneTokenFile != null && !tokenInExtraArgs;
 in
 {
   # The worker listens on nothing; the host ports of VMs are declared per VM in the cluster.
@@ -20,6 +27,20 @@ in
       type = lib.types.str;
       example = "10.0.0.1:7000";
       description = "Address of the control plane's RPC endpoint.";
+    };
+    controlPlaneTokenFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.path;
+      default = if controlPlaneHere then workerTokenHere else null;
+      defaultText = lib.literalExpression ''
+        if config.services.procurator.control-plane.enable
+        then "${workerTokenHere}" else null'';
+      example = "/run/keys/procurator-worker.token";
+      description = ''
+        File holding the control plane's worker token, without which pcr-worker does not start:
+        the control plane admits workers with it (it writes it to `${workerTokenHere}` on first start).
+        Read by systemd as root and handed to the service as a credential, so the file may
+        stay readable by root only. Not passed when `extraArgs` carries `--token`/`--token-file`.
+      '';
     };
     id = lib.mkOption {
       type = lib.types.str;
@@ -74,6 +95,11 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    assertions = [{
+      assertion = cfg.controlPlaneTokenFile != null || tokenInExtraArgs;
+      message = "services.procurator.worker: pcr-worker does not start without the worker token of the control plane at ${cfg.master}, which admits workers with it; set controlPlaneTokenFile to a copy of ${workerTokenHere} from the control plane's host";
+    }];
+
     # Guests reach the host's store only through virtiofs; the worker needs KVM and vhost.
     boot.kernelModules = [ "kvm-intel" "kvm-amd" "vhost_net" "vhost_vsock" ];
 
@@ -87,8 +113,10 @@ in
     systemd.services.procurator-worker = {
       description = "Procurator worker";
       wantedBy = [ "multi-user.target" ];
-      wants = [ "network-online.target" ];
-      after = [ "network-online.target" "nix-daemon.socket" ];
+      # On the control plane's host, start after it: it creates the token file we load.
+      wants = [ "network-online.target" ] ++ lib.optional controlPlaneHere "procurator-control-plane.service";
+      after = [ "network-online.target" "nix-daemon.socket" ]
+        ++ lib.optional controlPlaneHere "procurator-control-plane.service";
       path = [ config.nix.package cfg.virtiofsdPackage ]
         ++ lib.optional (cfg.qemuPackage != null) cfg.qemuPackage
         ++ lib.optional (cfg.cloudHypervisorPackage != null) cfg.cloudHypervisorPackage;
@@ -104,10 +132,13 @@ in
           "--state-dir" stateDir
           "--cache-url" cfg.cacheUrl
           "--cache-public-key" cfg.cachePublicKey
-        ] ++ labelArgs
+        ] ++ lib.optionals passTokenFile [ "--token-file" "%d/worker-token" ]
+          ++ labelArgs
           ++ lib.optionals (cfg.cpu != null) [ "--cpu" (toString cfg.cpu) ]
           ++ lib.optionals (cfg.memoryMb != null) [ "--memory-mb" (toString cfg.memoryMb) ]
           ++ cfg.extraArgs);
+        LoadCredential =
+          lib.optional passTokenFile "worker-token:${cfg.controlPlaneTokenFile}";
         StateDirectory = "procurator-worker";
         StateDirectoryMode = "0700";
         Restart = "always";
