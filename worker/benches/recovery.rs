@@ -7,6 +7,9 @@
 //!    its workload runs on the other worker.
 //! 2. A generation's service fails its health check: time until the generation is declared
 //!    failed, and until the previous generation serves again.
+//! 3. A worker is cut off by the network (a relay stops passing bytes) while its workload, with
+//!    `stopAfterDisconnectMs` at 3/4 of the lease, runs: time until the worker stops its copy,
+//!    and until the copy on the other worker runs. The first must come before the second.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -178,6 +181,56 @@ fn failing_rollout(good: &str, bad: &str, port: u16) -> (Duration, Duration) {
     })
 }
 
+/// (copy stopped by the cut-off worker, copy running on the other worker) after the cut.
+fn partitioned_worker(closure: &str) -> (Duration, Duration) {
+    let cp = ControlPlane::start_with(Options {
+        lease_ms: LEASE_MS,
+        heartbeat_ms: 250,
+    });
+    let relay = Relay::start(&cp.addr);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s1, s2) = (dir.path().join("w1"), dir.path().join("w2"));
+    let mut cleanup = KillOnDrop::new();
+    cleanup.watch_state(&s1);
+    cleanup.watch_state(&s2);
+    let _w1 = WorkerProcess::start(&relay.addr, &cp.worker_token, "w1", &s1, &[]);
+    let mut spec = VmSpec::process("single", closure);
+    spec.exec = "bin/sleeper".into();
+    spec.memory_mb = 64;
+    spec.stop_after_disconnect_ms = (LEASE_MS * 3 / 4) as u32;
+    local(async {
+        let master = cp.operator().await;
+        until("w1", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
+        })
+        .await;
+        publish(&master, 1, std::slice::from_ref(&spec)).await;
+    });
+    let original = wait_for(Duration::from_secs(60), "single-0 on w1", || {
+        copies("single-0", closure).first().copied()
+    });
+    let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
+    local(async {
+        let master = cp.operator().await;
+        until("w2", || async {
+            (master.cluster_status().await.ok()?.workers.len() == 2).then_some(())
+        })
+        .await;
+    });
+    let t0 = Instant::now();
+    relay.cut(true);
+    let mut stopped = None;
+    let started = wait_for(Duration::from_secs(60), "single-0 on w2", || {
+        let now = copies("single-0", closure);
+        assert!(now.len() <= 1, "two copies of single-0 at once: {now:?}");
+        if stopped.is_none() && !now.contains(&original) {
+            stopped = Some(t0.elapsed());
+        }
+        (now.len() == 1 && now[0] != original).then(|| t0.elapsed())
+    });
+    (stopped.expect("stopped before the new copy"), started)
+}
+
 fn report(name: &str, samples: &mut [(Duration, Duration)]) {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut det: Vec<f64> = samples.iter().map(|s| ms(s.0)).collect();
@@ -213,5 +266,13 @@ fn main() {
     report(
         "generation failing its health check → previous generation healthy",
         &mut failing,
+    );
+    let mut cut: Vec<_> = (0..runs).map(|_| partitioned_worker(&sleeper)).collect();
+    report(
+        &format!(
+            "worker cut off by the network, stopAfterDisconnectMs {} → its copy stopped (\"detected\"), the copy elsewhere running (\"recovered\"); never two at once",
+            LEASE_MS * 3 / 4
+        ),
+        &mut cut,
     );
 }
