@@ -11,6 +11,8 @@ let
   util = import ./lib.nix { inherit lib; };
   stateDir = util.cacheStateDir;
   generatedToken = "${stateDir}/upload.token";
+  # Nix key names are conventionally the cache's host name and a number.
+  keyName = "${config.networking.hostName or "procurator-cache"}-1";
 in
 {
   options.services.procurator.cache = util.commonOptions { name = "binary cache"; binary = "pcr-cache"; } // {
@@ -25,8 +27,8 @@ in
       example = "/run/keys/procurator-cache.sec";
       description = ''
         Secret key (`name:base64(seed‖pubkey)`, as `nix key generate-secret` writes it) the cache
-        signs narinfos with. Null: the cache creates one in its state directory on first start;
-        its public half is what workers trust.
+        signs narinfos with. Null: the unit creates one on first start,
+        `${stateDir}/signing-key`, with its public half in `signing-key.pub`: what workers trust.
       '';
     };
     uploadTokenFile = lib.mkOption {
@@ -59,6 +61,16 @@ in
         if [ ! -s ${generatedToken} ]; then
           (umask 077 && od -An -vtx1 -N32 /dev/urandom | tr -d ' \n' > ${generatedToken}.tmp && echo >> ${generatedToken}.tmp)
           mv ${generatedToken}.tmp ${generatedToken}
+        fi
+      '' + lib.optionalString (cfg.signingKeyFile == null) ''
+        # pcr-cache only reads its signing key: make one on first start (the secret is created
+        # 0600), and keep the public half beside it for the workers' trusted-public-keys.
+        if [ ! -s ${stateDir}/signing-key ]; then
+          rm -rf ${stateDir}/keygen.tmp
+          ${cfg.package}/bin/pcr-cache keygen ${keyName} --out ${stateDir}/keygen.tmp
+          mv ${stateDir}/keygen.tmp/${keyName}.public ${stateDir}/signing-key.pub
+          mv ${stateDir}/keygen.tmp/${keyName}.secret ${stateDir}/signing-key
+          rmdir ${stateDir}/keygen.tmp
         fi
       '';
       serviceConfig = import ./hardening.nix // {

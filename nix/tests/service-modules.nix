@@ -166,8 +166,10 @@ let
     ++ expect "ci: after the cache on its host" (has "procurator-cache.service" ci.after)
     ++ expect "ci: loads the cache's uploadTokenFile"
       (has "cache-token:/run/keys/upload" (unit cacheTokenGiven "procurator-ci").serviceConfig.LoadCredential)
-    ++ expect "cache with uploadTokenFile: generates nothing"
-      ((unit cacheTokenGiven "procurator-cache").preStart == "")
+    ++ expect "cache with uploadTokenFile: generates no token"
+      (!(contains "upload.token" (unit cacheTokenGiven "procurator-cache").preStart))
+    ++ expect "cache without signingKeyFile: creates its key on first start"
+      (contains "pcr-cache keygen" (unit cacheTokenGiven "procurator-cache").preStart)
     ++ refused "worker without the control plane" { services.procurator.worker = worker; }
       [ "services.procurator.worker" "controlPlaneTokenFile" "/var/lib/procurator-control-plane/worker.token" ]
     ++ refused "ci without the cache"
