@@ -77,10 +77,7 @@ fn killed_worker(closure: &str) -> (Duration, Duration) {
     spec.memory_mb = 64;
     local(async {
         let master = cp.operator().await;
-        until("w1", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, std::slice::from_ref(&spec)).await;
         until("job on w1", || async {
             let s = master.cluster_status().await.ok()?;
@@ -91,10 +88,7 @@ fn killed_worker(closure: &str) -> (Duration, Duration) {
     let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
     local(async {
         let master = cp.operator().await;
-        until("w2", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 2).then_some(())
-        })
-        .await;
+        workers_registered(&master, 2).await;
         let (t0, at) = (Instant::now(), unix_ms());
         w1.kill9();
         until("job on w2", || async {
@@ -150,10 +144,7 @@ fn failing_rollout(good: &str, bad: &str, port: u16) -> (Duration, Duration) {
     let _w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &state, &[]);
     local(async {
         let master = cp.operator().await;
-        until("w1", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, &[web(good, "/")]).await;
         until("generation 1", || async {
             (master.cluster_status().await.ok()?.last_good_generation == 1).then_some(())
@@ -200,10 +191,7 @@ fn partitioned_worker(closure: &str) -> (Duration, Duration) {
     spec.stop_after_disconnect_ms = (LEASE_MS * 3 / 4) as u32;
     local(async {
         let master = cp.operator().await;
-        until("w1", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, std::slice::from_ref(&spec)).await;
     });
     let original = wait_for(Duration::from_secs(60), "single-0 on w1", || {
@@ -212,10 +200,7 @@ fn partitioned_worker(closure: &str) -> (Duration, Duration) {
     let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
     local(async {
         let master = cp.operator().await;
-        until("w2", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 2).then_some(())
-        })
-        .await;
+        workers_registered(&master, 2).await;
     });
     let t0 = Instant::now();
     relay.cut(true);

@@ -81,20 +81,14 @@ fn lost_worker(pause: bool) {
     let mut w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &s1, &[]);
     local(async {
         let master = cp.operator().await;
-        eventually(Duration::from_secs(30), "w1 registered", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, &[sleeper_spec(name, &closure)]).await;
         running_on(&master, instance, "w1", &closure).await;
     });
     let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
     local(async {
         let master = cp.operator().await;
-        eventually(Duration::from_secs(30), "w2 registered", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 2).then_some(())
-        })
-        .await;
+        workers_registered(&master, 2).await;
     });
     let original = copies(instance, &closure);
     assert_eq!(original.len(), 1, "one copy before the fault");
@@ -216,10 +210,7 @@ fn a_generation_failing_its_health_check_is_rolled_back_with_real_processes() {
     let _w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &state, &[]);
     local(async {
         let master = cp.operator().await;
-        eventually(Duration::from_secs(30), "w1 registered", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, &[web(&v1, "/")]).await;
         eventually(
             Duration::from_secs(60),
@@ -292,10 +283,7 @@ fn an_operator_restart_restarts_the_instance_where_it_runs() {
     let _w1 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w1", &state, &[]);
     local(async {
         let master = cp.operator().await;
-        eventually(Duration::from_secs(30), "w1 registered", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, &[sleeper_spec("restarted", &closure)]).await;
         running_on(&master, "restarted-0", "w1", &closure).await;
         let before = copies("restarted-0", &closure);
@@ -352,10 +340,7 @@ fn a_worker_cut_off_stops_what_must_not_run_twice_and_keeps_the_rest() {
     };
     local(async {
         let master = cp.operator().await;
-        eventually(Duration::from_secs(30), "w1 registered", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, &[fenced.clone(), kept.clone()]).await;
     });
     both_running(&cp);
@@ -436,20 +421,14 @@ fn a_partitioned_worker_stops_its_copy_before_it_is_started_elsewhere() {
     single.stop_after_disconnect_ms = (LEASE_MS * 3 / 4) as u32;
     local(async {
         let master = cp.operator().await;
-        eventually(Duration::from_secs(30), "w1 registered", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 1).then_some(())
-        })
-        .await;
+        workers_registered(&master, 1).await;
         publish(&master, 1, &[single.clone()]).await;
         running_on(&master, "single-0", "w1", &closure).await;
     });
     let _w2 = WorkerProcess::start(&cp.addr, &cp.worker_token, "w2", &s2, &[]);
     local(async {
         let master = cp.operator().await;
-        eventually(Duration::from_secs(30), "w2 registered", || async {
-            (master.cluster_status().await.ok()?.workers.len() == 2).then_some(())
-        })
-        .await;
+        workers_registered(&master, 2).await;
     });
     let original = copies("single-0", &closure);
     assert_eq!(original.len(), 1);

@@ -300,3 +300,13 @@ async fn pipe(
         }
     }
 }
+
+/// Waits until `count` workers have registered with the control plane.
+pub async fn workers_registered(master: &schema::client::MasterClient, count: usize) {
+    test_support::eventually(
+        Duration::from_secs(60),
+        &format!("{count} registered workers"),
+        || async { (master.cluster_status().await.ok()?.workers.len() == count).then_some(()) },
+    )
+    .await
+}
