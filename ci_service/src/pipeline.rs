@@ -260,17 +260,41 @@ impl Runner {
         let step = self.step(id, "check");
         let mut cmd = nix::command();
         cmd.args(["flake", "check", "--no-build"]).arg(work);
-        let (status, lines) = run_logged(&step, cmd).await?;
-        if !status.success() {
-            return Err(fail(
-                &step,
-                status.code(),
-                format!(
-                    "nix flake check failed ({}): {}",
-                    process::describe(status),
-                    first_error(&lines)
-                ),
+        let mut lines = Vec::new();
+        let mut unknown_outputs = Vec::new();
+        let done = process::run(cmd, false, |stream, line| {
+            let line = nix::strip_ansi(line);
+            // nix flake check warns about every output it has no rule for, Procurator's own
+            // among them; the eval step checks those, so the warning is noise in every run.
+            if let Some(name) = procurator_output_warning(&line) {
+                unknown_outputs.push(name);
+                return;
+            }
+            step.log(&line);
+            if stream == Stream::Stderr {
+                lines.push(line);
+            }
+        })
+        .await
+        .map_err(|e| fail(&step, None, format!("cannot run nix: {e}")))?;
+        if !unknown_outputs.is_empty() {
+            step.log(&format!(
+                "nix flake check does not know Procurator's outputs ({}); the eval step checks them",
+                unknown_outputs.join(", ")
             ));
+        }
+        let status = done.status;
+        if !status.success() {
+            let mut message = format!(
+                "nix flake check failed ({}): {}",
+                process::describe(status),
+                first_error(&lines)
+            );
+            if let Some(hint) = lock_mismatch_hint(&lines) {
+                message.push_str(" — ");
+                message.push_str(&hint);
+            }
+            return Err(fail(&step, status.code(), message));
         }
         step.finish(StepStatus::Succeeded, Some(0), "flake outputs evaluate");
         Ok(())
@@ -754,29 +778,43 @@ async fn current_state(master: &MasterClient) -> Result<ClusterState, String> {
     })
 }
 
-/// Runs a command whose every line (both streams) goes to the step's log.
-async fn run_logged(
-    step: &Step,
-    cmd: tokio::process::Command,
-) -> Result<(std::process::ExitStatus, Vec<String>), Failed> {
-    let mut lines = Vec::new();
-    let done = process::run(cmd, false, |stream, line| {
-        let line = nix::strip_ansi(line);
-        step.log(&line);
-        if stream == Stream::Stderr {
-            lines.push(line);
-        }
-    })
-    .await
-    .map_err(|e| fail(step, None, format!("cannot run nix: {e}")))?;
-    Ok((done.status, lines))
-}
-
 /// Records the failure on the step and makes it the run's message.
 fn fail(step: &Step, exit_code: Option<i32>, message: String) -> Failed {
     step.log(&message);
     step.finish(StepStatus::Failed, exit_code, &message);
     Failed(message)
+}
+
+/// Procurator's own flake outputs, which `nix flake check` warns it does not know.
+const PROCURATOR_OUTPUTS: [&str; 2] = ["blueprintJSON", "closures"];
+
+/// `warning: unknown flake output 'blueprintJSON'` → `blueprintJSON`, for Procurator's outputs
+/// only: a warning about any other output stays in the log.
+fn procurator_output_warning(line: &str) -> Option<String> {
+    let name = line
+        .trim()
+        .strip_prefix("warning: unknown flake output '")?
+        .strip_suffix('\'')?;
+    PROCURATOR_OUTPUTS.contains(&name).then(|| name.to_string())
+}
+
+/// What to do when flake.lock pins an input by content and this host's copy differs: the
+/// usual cause is a `path:` input the host provides (a kernel, a secret directory) locked on
+/// another machine, or before a package update.
+fn lock_mismatch_hint(lines: &[String]) -> Option<String> {
+    let line = lines
+        .iter()
+        .find(|l| l.contains("NAR hash mismatch in input '"))?;
+    let input = line
+        .split("NAR hash mismatch in input '")
+        .nth(1)?
+        .split(['?', '\''])
+        .next()?;
+    Some(format!(
+        "flake.lock pins {input} by content and this host's copy differs; relock it on this host \
+         (`nix flake lock --update-input NAME`) and push the lock, or do not commit a lock for \
+         inputs the host provides"
+    ))
 }
 
 /// The line that says what went wrong: the first `error:` line (nix puts the reason there and
@@ -825,6 +863,42 @@ pub use schema::error_chain;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_procurators_own_outputs_are_taken_out_of_the_check_log() {
+        assert_eq!(
+            procurator_output_warning("warning: unknown flake output 'blueprintJSON'").as_deref(),
+            Some("blueprintJSON")
+        );
+        assert_eq!(
+            procurator_output_warning("warning: unknown flake output 'closures'").as_deref(),
+            Some("closures")
+        );
+        assert_eq!(
+            procurator_output_warning("warning: unknown flake output 'myThing'"),
+            None
+        );
+        assert_eq!(procurator_output_warning("evaluating flake..."), None);
+    }
+
+    #[test]
+    fn a_lock_of_a_host_input_that_differs_says_how_to_relock() {
+        let lines: Vec<String> = [
+            "error: NAR hash mismatch in input 'path:/var/lib/procurator/example-kernel?lastModified=1&narHash=sha256-8OHE' (/nix/store/x), expected 'sha256-8OHE', got 'sha256-RiSR'",
+        ]
+        .map(String::from)
+        .to_vec();
+        let hint = lock_mismatch_hint(&lines).expect("a hint");
+        assert!(
+            hint.starts_with("flake.lock pins path:/var/lib/procurator/example-kernel by content"),
+            "{hint}"
+        );
+        assert!(hint.contains("nix flake lock --update-input"), "{hint}");
+        assert_eq!(
+            lock_mismatch_hint(&["error: syntax error".to_string()]),
+            None
+        );
+    }
 
     #[test]
     fn the_error_line_is_the_sentence_not_the_trace() {

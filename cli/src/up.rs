@@ -61,10 +61,11 @@ pub struct UpArgs {
     /// directory of this executable).
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
-    /// Stop everything and exit once the cluster converged (non-zero if the deploy fails or
-    /// does not converge within --timeout-secs).
-    #[arg(long)]
-    pub once: bool,
+    /// Exit once the cluster converged, stopping everything: exit status 0 when every placed
+    /// instance runs the pushed generation and is healthy, 1 when the pipeline or the
+    /// generation fails or it does not converge within --timeout-secs. For scripts and CI.
+    #[arg(long, alias = "once")]
+    pub until_converged: bool,
     /// How long to wait for the cluster to converge.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
@@ -642,26 +643,26 @@ async fn up(
     .await
     .context("pcr-ci recorded no pipeline for the push; see its log")?;
     let detail = follow_pipeline(&client, pipeline.id, sup, &mut events).await?;
-    let mut failed = None;
-    if detail.summary.status == Status::Failed {
+    let failed = if detail.summary.status == Status::Failed {
         println!(
             "pipeline {} failed: {}",
             detail.summary.id, detail.summary.message
         );
         print_failed_step(&client, &detail).await;
         println!("the cluster keeps its running generation");
-        failed = Some(detail.summary.message.clone());
+        Some(detail.summary.message.clone())
     } else {
         let generation = detail.summary.generation.unwrap_or(0);
         println!("cluster converging to generation {generation}:");
-        let converged = converge(&op, generation, deadline, sup, &mut events).await?;
-        if !converged {
-            failed = Some(format!(
+        match converge(&op, generation, deadline, sup, &mut events).await? {
+            Convergence::Converged => None,
+            Convergence::Failed(reason) => Some(reason),
+            Convergence::TimedOut => Some(format!(
                 "the cluster did not converge within {} s",
                 args.timeout_secs
-            ));
+            )),
         }
-    }
+    };
     let status = op.cluster_status().await?;
     println!();
     print!(
@@ -685,14 +686,24 @@ async fn up(
         ),
     }
     println!("  logs           {}", layout.logs().display());
-    if args.once {
+    if args.until_converged {
         return match failed {
             Some(msg) => bail!("{msg}"),
             None => Ok(()),
         };
     }
     println!("\nfollowing the cluster; Ctrl-C stops everything");
-    follow_forever(&client, &args.repo, pipeline.id, sup, &mut events).await
+    let timeout = Duration::from_secs(args.timeout_secs);
+    follow_forever(
+        &op,
+        &client,
+        &args.repo,
+        pipeline.id,
+        timeout,
+        sup,
+        &mut events,
+    )
+    .await
 }
 
 /// Polls `check` every 200 ms (keeping the children supervised) until it answers.
@@ -932,14 +943,26 @@ fn placed_converged(status: &ClusterStatus) -> bool {
     converged >= total - unplaced
 }
 
-/// Shows events until every placed instance of `generation` is running and healthy.
+/// How waiting for a generation ended.
+#[derive(Debug, PartialEq)]
+enum Convergence {
+    /// Every placed instance runs the generation and is healthy.
+    Converged,
+    /// The control plane recorded the generation as failed (and rolled it back, when its VMs
+    /// say so); the reason is its own.
+    Failed(String),
+    TimedOut,
+}
+
+/// Shows events until every placed instance of `generation` is running and healthy, the
+/// generation fails, or `deadline` passes.
 async fn converge(
     op: &MasterClient,
     generation: u64,
     deadline: Instant,
     sup: &mut Supervisor,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<Event>>,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Convergence> {
     let started = Instant::now();
     loop {
         let status = op.cluster_status().await?;
@@ -960,10 +983,19 @@ async fn converge(
             for u in unplaced {
                 println!("  note: {u}");
             }
-            return Ok(true);
+            return Ok(Convergence::Converged);
+        }
+        if let Some(reason) = generation_failure(op, generation).await? {
+            while let Ok(batch) = events.try_recv() {
+                batch.iter().for_each(print_event);
+            }
+            println!("generation {generation} failed: {reason}");
+            return Ok(Convergence::Failed(format!(
+                "generation {generation} failed: {reason}"
+            )));
         }
         if Instant::now() >= deadline {
-            return Ok(false);
+            return Ok(Convergence::TimedOut);
         }
         tokio::select! {
             batch = events.recv() => match batch {
@@ -976,12 +1008,23 @@ async fn converge(
     }
 }
 
-/// After the first deploy: new pipelines (a `git push` to the repository) and cluster events,
-/// until Ctrl-C.
+/// The reason the control plane recorded when `generation` failed, if it did.
+async fn generation_failure(op: &MasterClient, generation: u64) -> anyhow::Result<Option<String>> {
+    let recent = op.generations(20).await?;
+    Ok(recent
+        .into_iter()
+        .find(|g| g.generation == generation && g.status == "failed")
+        .map(|g| g.reason))
+}
+
+/// After the first deploy: new pipelines (a `git push` to the repository), the convergence of
+/// the generations they publish, and cluster events, until Ctrl-C.
 async fn follow_forever(
+    op: &MasterClient,
     client: &CiClient,
     repo: &str,
     mut last: u64,
+    timeout: Duration,
     sup: &mut Supervisor,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<Event>>,
 ) -> anyhow::Result<()> {
@@ -1001,6 +1044,16 @@ async fn follow_forever(
                         last = p.id;
                         let detail = follow_pipeline(client, p.id, sup, events).await?;
                         println!("pipeline {}: {} — {}", p.id, detail.summary.status, detail.summary.message);
+                        if detail.summary.status == Status::Failed {
+                            print_failed_step(client, &detail).await;
+                            println!("the cluster keeps its running generation");
+                        } else if let Some(generation) = detail.summary.generation.filter(|_| detail.summary.deploy) {
+                            println!("cluster converging to generation {generation}:");
+                            let deadline = Instant::now() + timeout;
+                            if converge(op, generation, deadline, sup, events).await? == Convergence::TimedOut {
+                                println!("generation {generation} did not converge within {} s; still following", timeout.as_secs());
+                            }
+                        }
                     }
                 }
             }

@@ -291,6 +291,12 @@ pub fn copy_dir(from: &Path, to: &Path) {
 }
 
 impl Source {
+    /// A repository of the files already in `dir`.
+    pub fn from_dir(dir: TempDir) -> Source {
+        git(dir.path(), &["init", "-q", "-b", "main"]);
+        Source { dir }
+    }
+
     pub fn new() -> Source {
         let dir = tempfile::tempdir().expect("tempdir");
         copy_dir(&workspace().join("nix/lib"), &dir.path().join("lib"));
@@ -440,6 +446,17 @@ fn kill_adopted() {
 
 /// A real `pcr-worker` offering only the process backend.
 pub fn start_worker(dir: &Path, cp: &ControlPlane, cache: &Cache, id: &str) -> Worker {
+    start_worker_with(dir, cp, cache, id, "process")
+}
+
+/// A real `pcr-worker` offering `backends` (`--backends`, e.g. `process,qemu`).
+pub fn start_worker_with(
+    dir: &Path,
+    cp: &ControlPlane,
+    cache: &Cache,
+    id: &str,
+    backends: &str,
+) -> Worker {
     // Workloads the worker leaves behind come back to this process (see [`Worker`]).
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .expect("become a subreaper");
@@ -454,7 +471,7 @@ pub fn start_worker(dir: &Path, cp: &ControlPlane, cache: &Cache, id: &str) -> W
         "--id",
         id,
         "--backends",
-        "process",
+        backends,
         "--cpu",
         "4",
         "--memory-mb",
