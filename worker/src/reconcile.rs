@@ -132,7 +132,7 @@ impl Runtime {
                 }
                 if matches!(report.phase, Phase::Failed | Phase::CrashLoop) {
                     if let Some(log) = &view.log_path {
-                        report.log_tail = state::tail(log, LOG_TAIL_LINES);
+                        report.log_tail = crate::driver::tail(log, LOG_TAIL_LINES);
                     }
                 }
                 report
@@ -148,7 +148,7 @@ impl Runtime {
             .ok()?
             .get(id)
             .and_then(|v| v.log_path.clone())?;
-        Some(state::tail(&path, lines))
+        Some(crate::driver::tail(&path, lines))
     }
 }
 
