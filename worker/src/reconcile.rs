@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::closure::Fetcher;
-use crate::driver::{take_exit, Driver, Launch, Stopped};
+use crate::driver::{Driver, Launch, Stopped};
 use crate::health::{self, CheckState, Decision, Ending, Restarts};
 use crate::plan::{plan, Action, Observed};
 use crate::procfs::{self, ProcStat};
@@ -655,23 +655,23 @@ async fn watch(
         started.elapsed() < Duration::from_millis(u64::from(check.grace_period_ms))
     };
     loop {
-        if !launch.main.is_alive() {
-            let status = take_exit(&launch.main);
-            let success = status.map(|s| s.success()).unwrap_or(false);
-            let how = match status {
-                Some(s) => format!("exited ({s})"),
-                None => "exited".to_string(),
+        let ended = {
+            let (d, dir2, l) = (driver.clone(), dir.clone(), launch.clone());
+            tokio::task::spawn_blocking(move || d.ended(&dir2, &l))
+                .await
+                .unwrap_or(None)
+        };
+        if let Some(ended) = ended {
+            let what = if spec.backend.is_vm() {
+                "VM"
+            } else {
+                "process"
             };
             return Watched::Ended(
-                Ending::Exited { success },
-                format!(
-                    "{} {how}",
-                    if spec.backend.is_vm() {
-                        "VM"
-                    } else {
-                        "process"
-                    }
-                ),
+                Ending::Exited {
+                    success: ended.clean,
+                },
+                format!("{what} {}", ended.how),
             );
         }
         if !booted {

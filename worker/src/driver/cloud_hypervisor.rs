@@ -1,36 +1,58 @@
 //! cloud-hypervisor microVMs, driven through its REST API on a unix socket (`api.sock`).
 //!
-//! Start: virtiofsd, then `cloud-hypervisor --api-socket path=<dir>/api.sock` in the same
-//! process group, `GET vmm.ping` until it answers, `PUT vm.create` with the VM config (vCPUs,
-//! shared memory for virtiofs, kernel/initramfs/cmdline, the store share, serial to
-//! `console.log`, console off), `PUT vm.boot`. Stop: `PUT vm.power-button` and wait for the
-//! process to exit (cloud-hypervisor exits when the guest powers off: the process exit is the
-//! truth of "stopped"), else `vm.shutdown` + `vmm.shutdown`, else the group is killed.
+//! Start: virtiofsd, then `cloud-hypervisor --api-socket path=<dir>/api.sock --event-monitor
+//! path=<dir>/events.json` in the same process group, `GET vmm.ping` until it answers,
+//! `PUT vm.create` with the VM config (vCPUs, shared memory for virtiofs, kernel (ELF vmlinux,
+//! PVH ELF or bzImage — cloud-hypervisor boots all three), initramfs, cmdline, the store share,
+//! serial to `console.log`, console off), `PUT vm.boot`.
+//!
+//! How a VM ended is learnt from the VMM, not from its exit status alone: cloud-hypervisor
+//! exits 0 after a guest power-off, but also after a fatal vCPU error, and it reboots a guest
+//! that resets (triple fault, `reboot`, a panic with `reboot=k`) forever. [`judge`] reads the
+//! event monitor (`vm` `shutdown`, `rebooting`), the VMM's log (`VCPU generated error`) and the
+//! exit; a reset guest counts as ended, so the worker's restart policy decides, not the VMM.
+//!
+//! Stop: `PUT vm.power-button`, pressed again every [`BUTTON_REPEAT`] within the grace period
+//! (a press before the guest's ACPI handling runs is lost), then `vm.shutdown` + `vmm.shutdown`
+//! (cloud-hypervisor's documented way to end a VM from the host), then the group is killed.
 //!
 //! Errors come back as the API sends them: a non-2xx status with a JSON array of messages
-//! from the outermost to the root cause, joined here into one sentence.
-//!
-//! cloud-hypervisor boots an ELF `vmlinux`, not a compressed `bzImage`; a toplevel whose
-//! `kernel` is not ELF is refused before anything is launched. Port forwards need a tap
-//! device and a host-side proxy, which this driver does not set up: declared ports are
+//! from the outermost to the root cause, joined here into one sentence. Port forwards need a
+//! tap device and a host-side proxy, which this driver does not set up: declared ports are
 //! reported as not forwarded.
 
+use std::io::Read;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use schema::model::{Backend, VmSpec};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    console_booted, io_error, now_ms, spawn_detached, spawn_virtiofsd, terminate_group,
-    wait_for_socket, wait_gone, Driver, DriverError, Launch, Stopped, Toplevel, CONSOLE_LOG,
+    console_booted, io_error, now_ms, spawn_detached, spawn_virtiofsd, take_exit, terminate_group,
+    wait_for_socket, wait_gone, Driver, DriverError, Ended, Launch, Stopped, Toplevel, CONSOLE_LOG,
     STORE_TAG,
 };
 use crate::http1;
 
 const BASE_CMDLINE: &str = "console=ttyS0 reboot=k panic=1";
+
+/// The VMM's own output (stdout and stderr), beside the guest's console.
+pub const VMM_LOG: &str = "cloud-hypervisor.log";
+/// The event monitor's file: one JSON object per event.
+pub const EVENTS: &str = "events.json";
+
+/// How long `vm.create` and `vm.boot` may take: cloud-hypervisor itself waits up to 60 s for a
+/// vhost-user (virtiofs) socket before `vm.boot` fails, and its answer (the reason) is worth
+/// more than our own timeout.
+pub const BOOT_API_TIMEOUT: Duration = Duration::from_secs(75);
+/// Every other API call answers at once.
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the power button is pressed again while the guest has not powered off.
+pub const BUTTON_REPEAT: Duration = Duration::from_secs(2);
 
 pub struct CloudHypervisorDriver {
     pub binary: PathBuf,
@@ -59,20 +81,24 @@ pub fn vm_config(dir: &Path, spec: &VmSpec, toplevel: &Toplevel, virtiofs: &Path
     })
 }
 
-/// One call on the API socket. 2xx answers return their body (empty for 204); others become
-/// an error carrying the API's own messages.
+/// One call on the API socket. 2xx answers return their body (empty for 204, and for
+/// `vmm.shutdown`'s 200); others become an error carrying the API's own messages.
 pub fn api(
     socket: &Path,
     method: &str,
     endpoint: &str,
     body: Option<&str>,
 ) -> Result<String, DriverError> {
+    let timeout = match endpoint {
+        "vm.create" | "vm.boot" => BOOT_API_TIMEOUT,
+        _ => API_TIMEOUT,
+    };
     let stream = UnixStream::connect(socket).map_err(io_error(format!(
         "connecting to the cloud-hypervisor API at {}",
         socket.display()
     )))?;
     stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
+        .set_read_timeout(Some(timeout))
         .map_err(io_error("configuring the API socket"))?;
     let path = format!("/api/v1/{endpoint}");
     let response = http1::request(stream, method, "localhost", &path, body)
@@ -108,13 +134,103 @@ pub fn vm_state(socket: &Path) -> Result<String, DriverError> {
         .to_string())
 }
 
-fn is_elf(path: &Path) -> bool {
-    use std::io::Read;
-    let mut magic = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .map(|()| magic == *b"\x7fELF")
-        .unwrap_or(false)
+/// One event from `--event-monitor` (`{"timestamp":…,"source":"vm","event":"shutdown",…}`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Event {
+    pub source: String,
+    pub event: String,
+}
+
+impl Event {
+    fn is(&self, source: &str, event: &str) -> bool {
+        self.source == source && self.event == event
+    }
+}
+
+/// The events in an event-monitor file so far (a last object still being written is left
+/// out).
+pub fn read_events(path: &Path) -> Vec<Event> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    serde_json::Deserializer::from_str(&text)
+        .into_iter::<Event>()
+        .map_while(Result::ok)
+        .collect()
+}
+
+/// cloud-hypervisor logs this (and exits 0) when a vCPU stops on an error it cannot handle.
+const VCPU_ERROR: &str = "VCPU generated error";
+
+/// How a VM ended, from what the VMM reported: `alive` (the VMM process still runs), its exit
+/// status if seen, its events and its log. `None` while the VM runs.
+pub fn judge(alive: bool, exit: Option<ExitStatus>, events: &[Event], log: &str) -> Option<Ended> {
+    if let Some(at) = log.find(VCPU_ERROR) {
+        // The root cause is the first line after "Caused by:" (anyhow's chain).
+        let cause = log[at..]
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("Caused by:"))
+            .nth(1)
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .unwrap_or("no cause given");
+        return Some(Ended {
+            clean: false,
+            how: format!(
+                "stopped on a fatal vCPU error ({cause}): this host's KVM cannot run this \
+                 guest (under nested PVM only minimal PVH guests boot; run Linux guests with \
+                 the qemu backend there)"
+            ),
+        });
+    }
+    if events
+        .iter()
+        .any(|e| e.is("vm", "rebooting") || e.is("vm", "rebooted"))
+    {
+        return Some(Ended {
+            clean: false,
+            how: "reset itself (a reboot, a triple fault or a panic); cloud-hypervisor would \
+                  boot it again and again, so the worker ends it and its restart policy decides"
+                .to_string(),
+        });
+    }
+    if alive {
+        return None;
+    }
+    let shut_down = events.iter().any(|e| e.is("vm", "shutdown"));
+    let last_error = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("ERROR") || l.contains("Error"))
+        .map(str::trim);
+    Some(match exit {
+        Some(s) if s.success() && shut_down => Ended {
+            clean: true,
+            how: "powered off".to_string(),
+        },
+        Some(s) if s.success() => Ended {
+            clean: false,
+            how: "ended: cloud-hypervisor exited 0 but never reported the VM shutting down"
+                .to_string(),
+        },
+        Some(s) => Ended {
+            clean: false,
+            how: match last_error {
+                Some(line) => format!("ended: cloud-hypervisor {s}: {line}"),
+                None => format!("ended: cloud-hypervisor {s}"),
+            },
+        },
+        // Adopted from a previous worker: no exit status, the events still tell.
+        None if shut_down => Ended {
+            clean: true,
+            how: "powered off".to_string(),
+        },
+        None => Ended {
+            clean: false,
+            how: "ended: cloud-hypervisor exited without reporting the VM shutting down"
+                .to_string(),
+        },
+    })
 }
 
 impl CloudHypervisorDriver {
@@ -132,7 +248,7 @@ impl CloudHypervisorDriver {
             main,
             "cloud-hypervisor",
             Duration::from_secs(10),
-            Some(&dir.join("cloud-hypervisor.log")),
+            Some(&dir.join(VMM_LOG)),
         )?;
         // The socket file appears at bind(); ping until the API thread answers.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -140,7 +256,7 @@ impl CloudHypervisorDriver {
             if Instant::now() >= deadline || !main.is_alive() {
                 return Err(e);
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
         let config = vm_config(dir, spec, toplevel, virtiofs).to_string();
         api(&socket, "PUT", "vm.create", Some(&config))?;
@@ -156,13 +272,6 @@ impl Driver for CloudHypervisorDriver {
 
     fn start(&self, _instance_id: &str, dir: &Path, spec: &VmSpec) -> Result<Launch, DriverError> {
         let toplevel = Toplevel::read(&spec.closure)?;
-        if !is_elf(&toplevel.kernel) {
-            return Err(DriverError::Invalid(format!(
-                "cloud-hypervisor boots an ELF vmlinux, but {} is not ELF (a bzImage?); \
-                 build the toplevel with an uncompressed kernel or use the qemu backend",
-                toplevel.kernel.display()
-            )));
-        }
         if !spec.ports.is_empty() {
             tracing::warn!(
                 vm = spec.name,
@@ -170,10 +279,11 @@ impl Driver for CloudHypervisorDriver {
             );
         }
         let socket = dir.join("api.sock");
-        let _ = std::fs::remove_file(&socket);
-        let _ = std::fs::remove_file(dir.join(CONSOLE_LOG));
+        for stale in [socket.clone(), dir.join(CONSOLE_LOG), dir.join(EVENTS)] {
+            let _ = std::fs::remove_file(stale);
+        }
         let (virtiofsd, virtiofs) = spawn_virtiofsd(&self.virtiofsd, dir)?;
-        let log = std::fs::File::create(dir.join("cloud-hypervisor.log"))
+        let log = std::fs::File::create(dir.join(VMM_LOG))
             .map_err(io_error("creating cloud-hypervisor.log"))?;
         let log2 = log
             .try_clone()
@@ -181,6 +291,8 @@ impl Driver for CloudHypervisorDriver {
         let mut cmd = Command::new(&self.binary);
         cmd.arg("--api-socket")
             .arg(format!("path={}", socket.display()))
+            .arg("--event-monitor")
+            .arg(format!("path={}", dir.join(EVENTS).display()))
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
         let partial = Launch {
@@ -211,8 +323,16 @@ impl Driver for CloudHypervisorDriver {
 
     fn booted(&self, dir: &Path, launch: &Launch) -> bool {
         launch.main.is_alive()
-            && vm_state(&dir.join("api.sock")).is_ok_and(|s| s == "Running")
             && console_booted(&dir.join(CONSOLE_LOG))
+            && vm_state(&dir.join("api.sock")).is_ok_and(|s| s == "Running")
+    }
+
+    fn ended(&self, dir: &Path, launch: &Launch) -> Option<Ended> {
+        let alive = launch.main.is_alive();
+        let events = read_events(&dir.join(EVENTS));
+        let log = read_log_end(&dir.join(VMM_LOG));
+        let exit = if alive { None } else { take_exit(&launch.main) };
+        judge(alive, exit, &events, &log)
     }
 
     fn stop(&self, dir: &Path, launch: &Launch, grace: Duration) -> Result<Stopped, DriverError> {
@@ -220,35 +340,208 @@ impl Driver for CloudHypervisorDriver {
             return Ok(terminate_group(launch, Duration::ZERO));
         }
         let socket = dir.join("api.sock");
-        match api(&socket, "PUT", "vm.power-button", None) {
-            Ok(_) if wait_gone(&launch.main, grace) => {
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Err(e) = api(&socket, "PUT", "vm.power-button", None) {
+                tracing::debug!("vm.power-button failed: {e}");
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if wait_gone(&launch.main, left.min(BUTTON_REPEAT)) {
                 super::kill_rest(launch);
                 return Ok(Stopped::Clean);
             }
-            Ok(_) => tracing::debug!("guest ignored the power button"),
-            Err(e) => tracing::debug!("vm.power-button failed: {e}"),
+            if Instant::now() >= deadline {
+                tracing::debug!("the guest ignored the power button");
+                break;
+            }
         }
         // Tear the VM down from the VMM side, then end the VMM.
         let _ = api(&socket, "PUT", "vm.shutdown", None);
         let _ = api(&socket, "PUT", "vmm.shutdown", None);
         if wait_gone(&launch.main, Duration::from_secs(2)) {
             super::kill_rest(launch);
-            return Ok(Stopped::Clean);
+            return Ok(Stopped::Killed);
         }
         terminate_group(launch, Duration::ZERO);
         Ok(Stopped::Killed)
     }
 }
 
+/// The last 64 KiB of the VMM's log.
+fn read_log_end(path: &Path) -> String {
+    use std::io::{Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// What the probe guest prints before it powers off.
+pub const PROBE_LINE: &str = "procurator-probe: booted";
+
+/// A minimal PVH guest as an ELF file, made here so the worker needs no assembler: entered
+/// through the Xen PVH note (32-bit protected mode), it prints [`PROBE_LINE`] on the 16550 at
+/// 0x3f8 and powers off through cloud-hypervisor's ACPI sleep-control port (S5 at 0x600).
+pub fn probe_guest() -> Vec<u8> {
+    const BASE: u64 = 0x10_0000;
+    const EHDR: usize = 64;
+    const PHDR: usize = 56;
+    const NOTE_AT: usize = EHDR + 2 * PHDR;
+    const NOTE_LEN: usize = 20;
+    const CODE_AT: usize = NOTE_AT + NOTE_LEN;
+    let mut code: Vec<u8> = Vec::new();
+    // Code, 28 bytes; the message follows it.
+    let message_at = BASE as u32 + (CODE_AT + 28) as u32;
+    code.extend([0x66, 0xba, 0xf8, 0x03]); // mov $0x3f8, %dx
+    code.push(0xbe); // mov $message, %esi
+    code.extend(message_at.to_le_bytes());
+    code.extend([0xac]); // 1: lodsb
+    code.extend([0x84, 0xc0]); // test %al, %al
+    code.extend([0x74, 0x03]); // jz 2f
+    code.extend([0xee]); // out %al, %dx
+    code.extend([0xeb, 0xf8]); // jmp 1b
+    code.extend([0x66, 0xba, 0x00, 0x06]); // 2: mov $0x600, %dx
+    code.extend([0xb0, 0x34]); // mov $0x34, %al   (SLP_TYP S5 | SLP_EN)
+    code.extend([0xee]); // out %al, %dx
+    code.extend([0xfa, 0xf4, 0xeb, 0xfc]); // 3: cli; hlt; jmp 3b
+    debug_assert_eq!(code.len(), 28);
+    code.extend(PROBE_LINE.as_bytes());
+    code.extend(b"\n\0");
+    let total = (CODE_AT + code.len()) as u64;
+    let entry = BASE + CODE_AT as u64;
+
+    let mut elf: Vec<u8> = Vec::with_capacity(total as usize);
+    elf.extend(b"\x7fELF");
+    elf.extend([2, 1, 1, 0]); // 64-bit, little endian, version 1, System V
+    elf.extend([0; 8]);
+    elf.extend(2u16.to_le_bytes()); // executable
+    elf.extend(0x3eu16.to_le_bytes()); // x86-64
+    elf.extend(1u32.to_le_bytes());
+    elf.extend(entry.to_le_bytes());
+    elf.extend((EHDR as u64).to_le_bytes()); // program headers
+    elf.extend(0u64.to_le_bytes()); // no section headers
+    elf.extend(0u32.to_le_bytes());
+    elf.extend((EHDR as u16).to_le_bytes());
+    elf.extend((PHDR as u16).to_le_bytes());
+    elf.extend(2u16.to_le_bytes());
+    elf.extend([0; 6]); // section header size, count, names
+    let phdr = |elf: &mut Vec<u8>, kind: u32, flags: u32, at: u64, len: u64, align: u64| {
+        elf.extend(kind.to_le_bytes());
+        elf.extend(flags.to_le_bytes());
+        elf.extend(at.to_le_bytes());
+        elf.extend((BASE + at).to_le_bytes());
+        elf.extend((BASE + at).to_le_bytes());
+        elf.extend(len.to_le_bytes());
+        elf.extend(len.to_le_bytes());
+        elf.extend(align.to_le_bytes());
+    };
+    phdr(&mut elf, 1, 7, 0, total, 0x1000); // PT_LOAD, rwx: the whole file at 1 MiB
+    phdr(&mut elf, 4, 4, NOTE_AT as u64, NOTE_LEN as u64, 4); // PT_NOTE
+    elf.extend(4u32.to_le_bytes()); // name size ("Xen\0")
+    elf.extend(4u32.to_le_bytes()); // descriptor size
+    elf.extend(18u32.to_le_bytes()); // XEN_ELFNOTE_PHYS32_ENTRY
+    elf.extend(b"Xen\0");
+    elf.extend((entry as u32).to_le_bytes());
+    elf.extend(code);
+    elf
+}
+
+/// Boots the probe guest under `binary` (no API socket, serial to a file) and waits up to
+/// `timeout` for it to power off. `Ok` with the time it took, or why it did not boot.
+pub fn probe(binary: &Path, timeout: Duration) -> Result<Duration, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "procurator-ch-probe-{}-{}",
+        std::process::id(),
+        now_ms()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let result = probe_in(binary, &dir, timeout);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+fn probe_in(binary: &Path, dir: &Path, timeout: Duration) -> Result<Duration, String> {
+    let kernel = dir.join("probe.elf");
+    let serial = dir.join("serial.log");
+    let log = dir.join("vmm.log");
+    std::fs::write(&kernel, probe_guest()).map_err(|e| format!("cannot write the probe: {e}"))?;
+    let out = std::fs::File::create(&log).map_err(|e| format!("cannot create a log: {e}"))?;
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .arg("--kernel")
+        .arg(&kernel)
+        .args([
+            "--memory",
+            "size=32M",
+            "--cpus",
+            "boot=1",
+            "--console",
+            "off",
+        ])
+        .arg("--serial")
+        .arg(format!("file={}", serial.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let pid = child.id();
+    // Waited for on a thread so the wait can time out without polling.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let status = child.wait();
+        let _ = tx.send(());
+        status
+    });
+    let finished = rx.recv_timeout(timeout).is_ok();
+    if !finished {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
+    }
+    let status = waiter
+        .join()
+        .map_err(|_| "the probe's waiter panicked".to_string())?
+        .map_err(|e| format!("cannot wait for cloud-hypervisor: {e}"))?;
+    let took = started.elapsed();
+    let vmm_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let console = std::fs::read_to_string(&serial).unwrap_or_default();
+    if !finished {
+        return Err(format!(
+            "the probe guest did not power off within {} ms",
+            timeout.as_millis()
+        ));
+    }
+    if !status.success() || vmm_log.contains(VCPU_ERROR) {
+        let how = judge(false, Some(status), &[], &vmm_log)
+            .map(|e| e.how)
+            .unwrap_or_default();
+        return Err(format!("the probe guest {how}"));
+    }
+    if !console.contains(PROBE_LINE) {
+        return Err(format!(
+            "the probe guest printed nothing (cloud-hypervisor {status}): {}",
+            vmm_log.lines().last().unwrap_or("no output")
+        ));
+    }
+    Ok(took)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
 
     #[test]
     fn error_bodies_become_one_sentence() {
         assert_eq!(
-            error_text(r#"["Error from API","The VM could not boot","VM is not created"]"#),
-            "Error from API: The VM could not boot: VM is not created"
+            error_text(r#"["Error from API","The VM could not boot","VM config is missing"]"#),
+            "Error from API: The VM could not boot: VM config is missing"
         );
         assert_eq!(error_text(""), "no error body");
         assert_eq!(error_text("plain"), "plain");
@@ -281,5 +574,115 @@ mod tests {
         assert_eq!(c["fs"][0]["tag"], "nixstore");
         assert_eq!(c["serial"]["mode"], "File");
         assert_eq!(c["console"]["mode"], "Off");
+    }
+
+    #[test]
+    fn events_are_read_up_to_a_half_written_one() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("events.json");
+        std::fs::write(
+            &path,
+            "{\n  \"timestamp\": {\"secs\": 0, \"nanos\": 1},\n  \"source\": \"vmm\",\n  \
+             \"event\": \"starting\",\n  \"properties\": null\n}\n\n\
+             {\"timestamp\": {\"secs\": 0, \"nanos\": 2}, \"source\": \"vm\", \"event\": \"booted\", \
+             \"properties\": null}\n\n{\"timestamp\": {\"se",
+        )
+        .expect("write");
+        let events = read_events(&path);
+        assert_eq!(events.len(), 2);
+        assert!(events[1].is("vm", "booted"));
+        assert!(read_events(&tmp.path().join("missing")).is_empty());
+    }
+
+    /// How each ending the real binary produces is told apart (the events and log lines are
+    /// the ones cloud-hypervisor v54 writes).
+    #[test]
+    fn endings_are_judged_from_events_log_and_exit() {
+        let ev = |list: &[(&str, &str)]| -> Vec<Event> {
+            list.iter()
+                .map(|(s, e)| Event {
+                    source: s.to_string(),
+                    event: e.to_string(),
+                })
+                .collect()
+        };
+        let ok = Some(ExitStatus::from_raw(0));
+        let fail = Some(ExitStatus::from_raw(1 << 8));
+        let shutdown = ev(&[
+            ("vmm", "starting"),
+            ("vm", "booting"),
+            ("vm", "booted"),
+            ("vm", "shutdown"),
+            ("vm", "deleted"),
+            ("vmm", "shutdown"),
+        ]);
+        let vcpu_log = "cloud-hypervisor: 0.06s: <vcpu0> ERROR:vmm/src/cpu.rs:1487 -- VCPU \
+                        generated error: VcpuRun(Failed to run vcpu\n\nCaused by:\n    \
+                        Unexpected exit reason on vcpu run: InternalError\n\nStack backtrace:\n";
+
+        // Running, nothing said: still running.
+        assert_eq!(judge(true, None, &ev(&[("vm", "booted")]), ""), None);
+        // Guest power-off: exit 0 with a VM shutdown event.
+        let clean = judge(false, ok, &shutdown, "").expect("ended");
+        assert!(clean.clean, "{clean:?}");
+        // A fatal vCPU error: same exit 0 and same events, but the log says otherwise.
+        let vcpu = judge(false, ok, &shutdown, vcpu_log).expect("ended");
+        assert!(!vcpu.clean);
+        assert!(
+            vcpu.how
+                .contains("fatal vCPU error (Unexpected exit reason on vcpu run: InternalError)"),
+            "{}",
+            vcpu.how
+        );
+        assert!(vcpu.how.contains("qemu backend"), "{}", vcpu.how);
+        // Seen while the VMM still runs (it takes a moment to exit).
+        assert!(judge(true, None, &[], vcpu_log).is_some_and(|e| !e.clean));
+        // A guest that resets is rebooted by cloud-hypervisor forever: it counts as ended.
+        let reset = judge(
+            true,
+            None,
+            &ev(&[("vm", "booted"), ("vm", "rebooting")]),
+            "",
+        )
+        .expect("ended");
+        assert!(
+            !reset.clean && reset.how.contains("reset itself"),
+            "{reset:?}"
+        );
+        // Exit 0 without a shutdown event is not a clean stop.
+        assert!(judge(false, ok, &ev(&[("vm", "booted")]), "").is_some_and(|e| !e.clean));
+        // A failed exit carries its last error line.
+        let failed = judge(
+            false,
+            fail,
+            &[],
+            "Error booting VM: VmBoot(DeviceManager(...))\n",
+        )
+        .expect("ended");
+        assert!(!failed.clean);
+        assert!(failed.how.contains("exit status: 1"), "{}", failed.how);
+        assert!(failed.how.contains("Error booting VM"), "{}", failed.how);
+        // Adopted (no exit status): the events decide.
+        assert!(judge(false, None, &shutdown, "").is_some_and(|e| e.clean));
+        assert!(judge(false, None, &[], "").is_some_and(|e| !e.clean));
+    }
+
+    #[test]
+    fn probe_guest_is_a_pvh_elf() {
+        let elf = probe_guest();
+        assert_eq!(&elf[..4], b"\x7fELF");
+        let entry = u64::from_le_bytes(elf[24..32].try_into().expect("8 bytes"));
+        // The Xen note (type 18) carries the same entry point.
+        let note = elf
+            .windows(4)
+            .position(|w| w == b"Xen\0")
+            .expect("Xen note");
+        assert_eq!(
+            u32::from_le_bytes(elf[note - 4..note].try_into().expect("4 bytes")),
+            18
+        );
+        let pvh_entry = u32::from_le_bytes(elf[note + 4..note + 8].try_into().expect("4 bytes"));
+        assert_eq!(u64::from(pvh_entry), entry);
+        assert_eq!(elf[(entry - 0x10_0000) as usize], 0x66, "code at the entry");
     }
 }

@@ -94,9 +94,45 @@ pub trait Driver: Send + Sync {
     /// how it ended, for the log.
     fn stop(&self, dir: &Path, launch: &Launch, grace: Duration) -> Result<Stopped, DriverError>;
 
+    /// Whether the instance has ended, and how, as far as the driver can tell; `None` while
+    /// it runs. By default the main process's exit status decides; a driver whose VMM gives
+    /// a better account (cloud-hypervisor exits 0 after a fatal vCPU error too) overrides it.
+    fn ended(&self, _dir: &Path, launch: &Launch) -> Option<Ended> {
+        if launch.main.is_alive() {
+            return None;
+        }
+        Some(Ended::by_exit(take_exit(&launch.main)))
+    }
+
     /// The file holding the instance's console or output.
     fn log_path(&self, dir: &Path) -> PathBuf {
         dir.join(CONSOLE_LOG)
+    }
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// A clean end: the guest powered off, or the process exited with status 0.
+    pub clean: bool,
+    /// What happened, for the log and the instance's message (`exited (exit status: 1)`).
+    pub how: String,
+}
+
+impl Ended {
+    /// Judged by the exit status alone; adopted processes (started by a previous worker) end
+    /// without one.
+    pub fn by_exit(status: Option<ExitStatus>) -> Ended {
+        match status {
+            Some(s) => Ended {
+                clean: s.success(),
+                how: format!("exited ({s})"),
+            },
+            None => Ended {
+                clean: false,
+                how: "exited".to_string(),
+            },
+        }
     }
 }
 
