@@ -75,6 +75,7 @@ struct Setup {
     guard: KillOnDrop,
 }
 
+/// `linux_boots` as the worker's probe would find it on a host where Linux runs under KVM.
 fn setup(binary: PathBuf, kernel: &Path) -> Setup {
     let tmp = tempfile::tempdir().expect("tempdir");
     let closure = toplevel(tmp.path(), kernel);
@@ -84,6 +85,7 @@ fn setup(binary: PathBuf, kernel: &Path) -> Setup {
         driver: Arc::new(CloudHypervisorDriver {
             binary,
             virtiofsd: PathBuf::from(VIRTIOFSD),
+            linux_boots: true,
         }),
         dir,
         closure,
@@ -231,13 +233,7 @@ async fn bzimage_kernel_is_handed_to_the_vmm() {
     let Some(binary) = real_vmm("bzimage_kernel_is_handed_to_the_vmm") else {
         return;
     };
-    let Some(bzimage) = std::fs::read_dir("/boot")
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| p.to_string_lossy().contains("vmlinuz-"))
-    else {
+    let Some(bzimage) = host_bzimage() else {
         eprintln!("SKIPPED bzimage_kernel_is_handed_to_the_vmm: no /boot/vmlinuz-*");
         return;
     };
@@ -247,6 +243,48 @@ async fn bzimage_kernel_is_handed_to_the_vmm() {
     assert_eq!(vm_state(&socket).expect("vm.info"), "Running");
     s.stop(&launch, Duration::ZERO).await;
     assert!(!launch.main.is_alive());
+}
+
+/// Where the worker's probe found that Linux does not boot under this host's KVM (nested
+/// PVM), a VM with a Linux kernel fails at once with the reason instead of hanging in boot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linux_kernel_is_refused_with_the_reason_where_linux_cannot_boot() {
+    let Some(binary) = real_vmm("linux_kernel_is_refused_with_the_reason_where_linux_cannot_boot")
+    else {
+        return;
+    };
+    let Some(bzimage) = host_bzimage() else {
+        eprintln!("SKIPPED linux_kernel_is_refused_with_the_reason_where_linux_cannot_boot: no /boot/vmlinuz-*");
+        return;
+    };
+    let mut s = setup(binary, &bzimage);
+    s.driver = Arc::new(CloudHypervisorDriver {
+        binary: s.driver.binary.clone(),
+        virtiofsd: PathBuf::from(VIRTIOFSD),
+        linux_boots: false,
+    });
+    let (d, dir, sp) = (s.driver.clone(), s.dir.clone(), spec(&s.closure));
+    let err = tokio::task::spawn_blocking(move || d.start("vm-0", &dir, &sp))
+        .await
+        .expect("join")
+        .expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        text.contains(
+            "it is a Linux kernel, and a Linux kernel did not boot under this host's KVM"
+        ) && text.contains("deployment.backend = \"qemu\""),
+        "{text}"
+    );
+    assert!(!s.dir.join("api.sock").exists(), "nothing was launched");
+}
+
+fn host_bzimage() -> Option<PathBuf> {
+    std::fs::read_dir("/boot")
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("vmlinuz-"))
 }
 
 /// The real API's answers the driver relies on: status codes, error chains, the lock file.
@@ -375,6 +413,9 @@ fn backend_is_offered_only_when_a_probe_guest_boots() {
         "{notes:?}"
     );
     assert!(notes[0].contains("probe guest booted"), "{notes:?}");
+    // Whether Linux boots here is probed too, and said (under nested PVM it does not).
+    assert!(notes[0].contains("Linux kernel"), "{notes:?}");
+    eprintln!("{}", notes[0]);
 
     // A binary that runs but boots nothing is not offered, and the note says why.
     let (offered, notes) = drivers(&settings("/bin/true"));

@@ -57,6 +57,9 @@ pub const BUTTON_REPEAT: Duration = Duration::from_secs(2);
 pub struct CloudHypervisorDriver {
     pub binary: PathBuf,
     pub virtiofsd: PathBuf,
+    /// Whether a Linux kernel boots under this host's KVM ([`linux_boots`]); when it does not,
+    /// a VM with a Linux kernel is refused at start with the reason, instead of hanging.
+    pub linux_boots: bool,
 }
 
 /// The VM config `vm.create` receives (cloud-hypervisor's `VmConfig` schema).
@@ -272,6 +275,15 @@ impl Driver for CloudHypervisorDriver {
 
     fn start(&self, _instance_id: &str, dir: &Path, spec: &VmSpec) -> Result<Launch, DriverError> {
         let toplevel = Toplevel::read(&spec.closure)?;
+        if !self.linux_boots && is_linux_kernel(&toplevel.kernel) {
+            return Err(DriverError::Invalid(format!(
+                "cloud-hypervisor cannot boot {} on this host: it is a Linux kernel, and a Linux \
+                 kernel did not boot under this host's KVM when the worker probed it (nested \
+                 virtualization such as PVM runs only minimal PVH guests); run this VM with \
+                 deployment.backend = \"qemu\"",
+                toplevel.kernel.display()
+            )));
+        }
         if !spec.ports.is_empty() {
             tracing::warn!(
                 vm = spec.name,
@@ -451,8 +463,8 @@ pub fn probe_guest() -> Vec<u8> {
     elf
 }
 
-/// Boots the probe guest under `binary` (no API socket, serial to a file) and waits up to
-/// `timeout` for it to power off. `Ok` with the time it took, or why it did not boot.
+/// Boots the probe guest under `binary` and waits up to `timeout` for its line on the serial
+/// console. `Ok` with the time that took, or why it did not boot.
 pub fn probe(binary: &Path, timeout: Duration) -> Result<Duration, String> {
     let dir = std::env::temp_dir().join(format!(
         "procurator-ch-probe-{}-{}",
@@ -460,76 +472,165 @@ pub fn probe(binary: &Path, timeout: Duration) -> Result<Duration, String> {
         now_ms()
     ));
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let result = probe_in(binary, &dir, timeout);
+    let kernel = dir.join("probe.elf");
+    let result = std::fs::write(&kernel, probe_guest())
+        .map_err(|e| format!("cannot write the probe guest: {e}"))
+        .and_then(|()| boot_trial(binary, &kernel, "", 32, PROBE_LINE, timeout));
     let _ = std::fs::remove_dir_all(&dir);
-    result
+    let trial = result?;
+    match trial.seen {
+        Some(took) => Ok(took),
+        None => Err(format!("the probe guest did not boot: {}", trial.why())),
+    }
 }
 
-fn probe_in(binary: &Path, dir: &Path, timeout: Duration) -> Result<Duration, String> {
-    let kernel = dir.join("probe.elf");
-    let serial = dir.join("serial.log");
-    let log = dir.join("vmm.log");
-    std::fs::write(&kernel, probe_guest()).map_err(|e| format!("cannot write the probe: {e}"))?;
-    let out = std::fs::File::create(&log).map_err(|e| format!("cannot create a log: {e}"))?;
-    let started = Instant::now();
-    let mut child = Command::new(binary)
-        .arg("--kernel")
-        .arg(&kernel)
-        .args([
-            "--memory",
-            "size=32M",
-            "--cpus",
-            "boot=1",
-            "--console",
-            "off",
-        ])
-        .arg("--serial")
-        .arg(format!("file={}", serial.display()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(out)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
-    let pid = child.id();
-    // Waited for on a thread so the wait can time out without polling.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let waiter = std::thread::spawn(move || {
-        let status = child.wait();
-        let _ = tx.send(());
-        status
-    });
-    let finished = rx.recv_timeout(timeout).is_ok();
-    if !finished {
-        if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+/// Whether a Linux kernel boots under `binary` on this host's KVM: `kernel` (the host's own)
+/// must print its banner on the serial console within `timeout`. Under nested PVM it does
+/// not (minimal PVH guests do).
+pub fn linux_boots(binary: &Path, kernel: &Path, timeout: Duration) -> bool {
+    boot_trial(
+        binary,
+        kernel,
+        "console=ttyS0 earlyprintk=ttyS0 panic=-1",
+        256,
+        "Linux version",
+        timeout,
+    )
+    .is_ok_and(|t| t.seen.is_some())
+}
+
+/// What one short boot showed.
+struct Trial {
+    /// When the awaited console line came, if it did.
+    seen: Option<Duration>,
+    status: Option<ExitStatus>,
+    vmm_log: String,
+}
+
+impl Trial {
+    fn why(&self) -> String {
+        if self.vmm_log.contains(VCPU_ERROR) {
+            if let Some(ended) = judge(false, self.status, &[], &self.vmm_log) {
+                return ended.how;
+            }
+        }
+        let last = self
+            .vmm_log
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or("no output");
+        match self.status {
+            Some(s) => format!("cloud-hypervisor {s}: {last}"),
+            None => format!("nothing on its console in time ({last})"),
         }
     }
-    let status = waiter
-        .join()
-        .map_err(|_| "the probe's waiter panicked".to_string())?
-        .map_err(|e| format!("cannot wait for cloud-hypervisor: {e}"))?;
-    let took = started.elapsed();
-    let vmm_log = std::fs::read_to_string(&log).unwrap_or_default();
-    let console = std::fs::read_to_string(&serial).unwrap_or_default();
-    if !finished {
-        return Err(format!(
-            "the probe guest did not power off within {} ms",
-            timeout.as_millis()
-        ));
+}
+
+/// Runs `binary --kernel kernel` with the serial console on a pipe until a line containing
+/// `marker` appears or `timeout` passes, then kills it.
+fn boot_trial(
+    binary: &Path,
+    kernel: &Path,
+    cmdline: &str,
+    memory_mb: u32,
+    marker: &str,
+    timeout: Duration,
+) -> Result<Trial, String> {
+    use std::io::{BufRead, BufReader};
+    let started = Instant::now();
+    let mut cmd = Command::new(binary);
+    cmd.arg("--kernel").arg(kernel);
+    if !cmdline.is_empty() {
+        cmd.args(["--cmdline", cmdline]);
     }
-    if !status.success() || vmm_log.contains(VCPU_ERROR) {
-        let how = judge(false, Some(status), &[], &vmm_log)
-            .map(|e| e.how)
-            .unwrap_or_default();
-        return Err(format!("the probe guest {how}"));
+    let mut child = cmd
+        .args([
+            "--memory",
+            &format!("size={memory_mb}M"),
+            "--cpus",
+            "boot=1",
+        ])
+        .args(["--serial", "tty", "--console", "off"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
+    let (Some(stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("cloud-hypervisor's output pipes are missing".into());
+    };
+    // Both pipes are read on threads, so the wait for the line can time out without polling.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let marker = marker.to_string();
+    let console = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains(&marker) {
+                let _ = tx.send(started.elapsed());
+            }
+        }
+    });
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    // A VMM that exits closes stdout, which ends the wait early too.
+    let seen = rx.recv_timeout(timeout).ok();
+    let status = match child.try_wait() {
+        Ok(Some(status)) => Some(status),
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            None
+        }
+    };
+    let _ = console.join();
+    let vmm_log = log.join().unwrap_or_default();
+    Ok(Trial {
+        seen,
+        status,
+        vmm_log,
+    })
+}
+
+/// Whether a kernel image is Linux: a bzImage (the boot protocol's `HdrS` at 0x202) or an ELF
+/// vmlinux carrying Linux's version banner.
+pub fn is_linux_kernel(path: &Path) -> bool {
+    use std::io::{BufReader, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    if file.seek(SeekFrom::Start(0x202)).is_ok()
+        && file.read_exact(&mut magic).is_ok()
+        && &magic == b"HdrS"
+    {
+        return true;
     }
-    if !console.contains(PROBE_LINE) {
-        return Err(format!(
-            "the probe guest printed nothing (cloud-hypervisor {status}): {}",
-            vmm_log.lines().last().unwrap_or("no output")
-        ));
+    if file.seek(SeekFrom::Start(0)).is_err() {
+        return false;
     }
-    Ok(took)
+    // Streamed in chunks that overlap by the banner's length, so it is found across a seam.
+    const BANNER: &[u8] = b"Linux version ";
+    let mut reader = BufReader::new(file);
+    let mut window: Vec<u8> = Vec::new();
+    let mut chunk = vec![0u8; 1 << 20];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => n,
+        };
+        window.extend_from_slice(&chunk[..n]);
+        if window.windows(BANNER.len()).any(|w| w == BANNER) {
+            return true;
+        }
+        let keep = window.len().min(BANNER.len() - 1);
+        window.drain(..window.len() - keep);
+    }
 }
 
 #[cfg(test)]
@@ -665,6 +766,25 @@ mod tests {
         // Adopted (no exit status): the events decide.
         assert!(judge(false, None, &shutdown, "").is_some_and(|e| e.clean));
         assert!(judge(false, None, &[], "").is_some_and(|e| !e.clean));
+    }
+
+    #[test]
+    fn linux_kernels_are_told_from_pvh_guests() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let probe = tmp.path().join("probe.elf");
+        std::fs::write(&probe, probe_guest()).expect("write");
+        assert!(!is_linux_kernel(&probe));
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        std::fs::write(tmp.path().join("bzImage"), &bz).expect("write");
+        assert!(is_linux_kernel(&tmp.path().join("bzImage")));
+        // An ELF vmlinux: the banner, here across the 1 MiB read seam.
+        let mut elf = probe_guest();
+        elf.resize((1 << 20) - 5, 0);
+        elf.extend(b"Linux version 6.1.0 (debian)");
+        std::fs::write(tmp.path().join("vmlinux"), &elf).expect("write");
+        assert!(is_linux_kernel(&tmp.path().join("vmlinux")));
+        assert!(!is_linux_kernel(&tmp.path().join("missing")));
     }
 
     #[test]
