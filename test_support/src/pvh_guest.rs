@@ -373,3 +373,39 @@ fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A toplevel (kernel, initrd, init, kernel-params) around the guest of `mode`, built with real
+/// `nix build` so a worker can be assigned it like any VM image. The initrd and init are
+/// placeholders: the guest never reads them.
+pub fn toplevel(mode: Mode) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(guests().path(mode), dir.path().join("kernel")).expect("copy the guest");
+    // The builder has only /bin/sh; busybox (copied in, as the other test images do) does
+    // the rest.
+    let flake = r#"{
+  outputs = { self }: {
+    packages.x86_64-linux.default = builtins.derivation {
+      name = "procurator-pvh-@MODE@";
+      system = "x86_64-linux";
+      builder = "/bin/sh";
+      kernel = ./kernel;
+      tools = ./tools;
+      args = [ "-c" ''
+        set -e
+        $tools/busybox mkdir $out
+        $tools/busybox cp $kernel $out/kernel
+        echo placeholder > $out/initrd
+        echo '#!/bin/sh' > $out/init
+        echo "procurator.pvh=@MODE@" > $out/kernel-params
+      '' ];
+    };
+  };
+}
+"#
+    .replace("@MODE@", mode.name());
+    std::fs::create_dir(dir.path().join("tools")).expect("tools dir");
+    std::fs::copy("/bin/busybox", dir.path().join("tools/busybox"))
+        .expect("copy /bin/busybox (install busybox-static)");
+    std::fs::write(dir.path().join("flake.nix"), flake).expect("write the flake");
+    crate::vm_image::nix_build(dir.path(), "default")
+}

@@ -425,3 +425,116 @@ fn backend_is_offered_only_when_a_probe_guest_boots() {
         "{notes:?}"
     );
 }
+
+/// The worker as a user runs it (`--cloud-hypervisor PATH`) against a real control plane: a VM
+/// of the PVH guest is booted from the assignment, reported running, and powered off by the
+/// button when it is removed; where Linux cannot boot under this host's KVM, a Linux VM is
+/// reported failed with the reason.
+#[tokio::test(flavor = "current_thread")]
+async fn worker_runs_a_cloud_hypervisor_vm_from_its_assignment() {
+    use schema::model::{content_hash, ClusterSettings, Phase};
+    let Some(binary) = real_vmm("worker_runs_a_cloud_hypervisor_vm_from_its_assignment") else {
+        return;
+    };
+    let local = tokio::task::LocalSet::new();
+    local
+        .run_until(async move {
+            let pvh = tokio::task::spawn_blocking(|| test_support::pvh_guest::toplevel(Mode::Button))
+                .await
+                .expect("pvh toplevel");
+            let linux = tokio::task::spawn_blocking(test_support::vm_image::build_test_vm)
+                .await
+                .expect("linux toplevel")
+                .toplevel;
+            let cp = test_support::ControlPlane::start_with(test_support::Options {
+                lease_ms: 3_000,
+                heartbeat_ms: 300,
+            });
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let state = tmp.path().join("w1");
+            let mut guard = KillOnDrop::new();
+            guard.watch_state(&state);
+            let ch = binary.display().to_string();
+            let worker = common::WorkerProcess::start(
+                &cp.addr,
+                &cp.worker_token,
+                "w1",
+                &state,
+                &["--backends", "cloud-hypervisor", "--cloud-hypervisor", &ch],
+            );
+            let master = cp.operator().await;
+            common::workers_registered(&master, 1).await;
+            let publish = |generation: u64, specs: Vec<VmSpec>| {
+                let master = &master;
+                async move {
+                    let settings = ClusterSettings::default();
+                    master
+                        .publish_state(
+                            &format!("commit-{generation}"),
+                            generation,
+                            &content_hash(&settings, &specs),
+                            &specs,
+                            &settings,
+                        )
+                        .await
+                        .expect("publishState");
+                }
+            };
+            let instance = |id: &'static str| {
+                let master = &master;
+                async move {
+                    master
+                        .cluster_status()
+                        .await
+                        .ok()?
+                        .instances
+                        .into_iter()
+                        .find(|i| i.instance_id == id)
+                }
+            };
+            let wait = Duration::from_secs(90);
+
+            let vm = spec(&pvh);
+            publish(1, vec![vm.clone()]).await;
+            test_support::eventually(wait, "vm-0 running", || async {
+                instance("vm-0").await.filter(|i| i.phase == Phase::Running)
+            })
+            .await;
+            let console =
+                std::fs::read_to_string(state.join("instances/vm-0").join(CONSOLE_LOG))
+                    .expect("console");
+            assert!(console.contains(BOOT_LINE), "{console}");
+            let launch = common::recorded_launch(&state, "vm-0").expect("launch");
+
+            if worker.log_text().contains("did not boot under this host's KVM") {
+                let mut lin = spec(&linux);
+                lin.name = "lin".into();
+                publish(2, vec![vm.clone(), lin]).await;
+                let failed = test_support::eventually(wait, "lin-0 failed", || async {
+                    instance("lin-0")
+                        .await
+                        .filter(|i| matches!(i.phase, Phase::Failed | Phase::CrashLoop))
+                })
+                .await;
+                assert!(
+                    failed.message.contains("it is a Linux kernel, and a Linux kernel did not boot under this host's KVM"),
+                    "{}",
+                    failed.message
+                );
+            } else {
+                eprintln!("Linux boots under this host's KVM: the refusal is not exercised here");
+            }
+
+            publish(3, vec![]).await;
+            test_support::eventually(wait, "vm-0 removed", || async {
+                instance("vm-0").await.is_none().then_some(())
+            })
+            .await;
+            wait_for(Duration::from_secs(30), "the VMM to exit", || {
+                (!launch.main.is_alive()).then_some(())
+            });
+            let log = worker.log_text();
+            assert!(!log.contains("stopped (killed"), "powered off by the button: {log}");
+        })
+        .await;
+}
