@@ -368,7 +368,8 @@ impl Driver for CloudHypervisorDriver {
                 break;
             }
         }
-        // Tear the VM down from the VMM side, then end the VMM.
+        // Tear the VM down from the VMM side, then end the VMM. The guest did not shut down
+        // by itself, so this counts as forced even when the VMM obeys.
         let _ = api(&socket, "PUT", "vm.shutdown", None);
         let _ = api(&socket, "PUT", "vmm.shutdown", None);
         if wait_gone(&launch.main, Duration::from_secs(2)) {
