@@ -655,13 +655,9 @@ async fn watch(
         started.elapsed() < Duration::from_millis(u64::from(check.grace_period_ms))
     };
     loop {
-        let ended = {
-            let (d, dir2, l) = (driver.clone(), dir.clone(), launch.clone());
-            tokio::task::spawn_blocking(move || d.ended(&dir2, &l))
-                .await
-                .unwrap_or(None)
-        };
-        if let Some(ended) = ended {
+        // Inline, not on the blocking pool: it reads /proc and at most two small files, and
+        // runs on every tick of every instance.
+        if let Some(ended) = driver.ended(&dir, launch) {
             let what = if spec.backend.is_vm() {
                 "VM"
             } else {
