@@ -2,6 +2,7 @@
 //! workspace's binaries, starting a real control plane process on a free port with a temporary
 //! database, and building test VM images. Never used by production code.
 
+pub mod pvh_guest;
 pub mod vm_image;
 
 use std::io::{BufRead, BufReader};

@@ -5,7 +5,11 @@
 //!    control plane reports the instance running.
 //! 2. The same for a TCG microVM (the test toplevel), by hand = the same virtiofsd + QEMU
 //!    command line: time until the guest's stage-2 boot line is on the console.
-//! 3. Reconcile of N process workloads (default 200) on one worker: time until the control
+//! 3. cloud-hypervisor (when `cloud-hypervisor` is on PATH and /dev/kvm is usable): the
+//!    project's PVH test guest, publishState → the guest's first console line, against
+//!    launching `cloud-hypervisor --kernel … --serial tty` by hand in the same run; the same
+//!    guest under QEMU/TCG by hand; the idle VMM's resident memory.
+//! 4. Reconcile of N process workloads (default 200) on one worker: time until the control
 //!    plane reports all running, and the worker's resident memory.
 //!
 //! Run: `cargo bench -p worker --bench orchestration` (env `BENCH_ROUNDS`, `BENCH_INSTANCES`).
@@ -20,10 +24,13 @@ use std::time::{Duration, Instant};
 use common::*;
 use schema::client::MasterClient;
 use schema::model::{content_hash, Backend, ClusterSettings, EventKind, VmSpec};
+use test_support::pvh_guest;
 use test_support::vm_image::{build_test_vm, BOOT_LINE};
 use test_support::{ControlPlane, Options};
 use worker::driver::qemu::{Accel, QemuDriver};
-use worker::driver::{spawn_detached, spawn_virtiofsd, terminate_group, Launch, Toplevel};
+use worker::driver::{
+    find_program, spawn_detached, spawn_virtiofsd, terminate_group, Launch, Toplevel,
+};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -89,6 +96,37 @@ fn poll_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Spawns `cmd` with its serial console on stdout and answers the time to the first line;
+/// with `idle_after`, also the process's resident memory once that line has been printed.
+/// The process is killed after.
+fn first_line(mut cmd: Command, idle_after: Option<&str>) -> (Duration, u64) {
+    use std::io::{BufRead, BufReader};
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    test_support::die_with_parent(&mut cmd);
+    let t = Instant::now();
+    let mut child = cmd.spawn().expect("spawn by hand");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    let first = t.elapsed();
+    assert!(!line.is_empty(), "no console output");
+    let mut rss = 0;
+    if let Some(wanted) = idle_after {
+        while !line.contains(wanted) {
+            line.clear();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+        }
+        rss = worker::procfs::rss_bytes(child.id()).unwrap_or(0);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (first, rss)
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -107,6 +145,29 @@ async fn run() {
     let image = tokio::task::spawn_blocking(build_test_vm)
         .await
         .expect("image");
+    let ch = find_program("cloud-hypervisor").filter(|_| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/kvm")
+            .is_ok()
+    });
+    let pvh = match &ch {
+        Some(_) => Some(
+            tokio::task::spawn_blocking(|| pvh_guest::toplevel(pvh_guest::Mode::Button))
+                .await
+                .expect("pvh toplevel"),
+        ),
+        None => None,
+    };
+    let backends = match &ch {
+        Some(_) => "process,qemu,cloud-hypervisor",
+        None => "process,qemu",
+    };
+    let ch_arg = ch
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "cloud-hypervisor".into());
     let cp = ControlPlane::start_with(Options {
         lease_ms: 10_000,
         heartbeat_ms: 1_000,
@@ -122,7 +183,9 @@ async fn run() {
         &state,
         &[
             "--backends",
-            "process,qemu",
+            backends,
+            "--cloud-hypervisor",
+            &ch_arg,
             "--accel",
             "tcg",
             "--cpu",
@@ -310,7 +373,122 @@ async fn run() {
         ms(median(orch_boot).saturating_sub(median(hand_boot)))
     );
 
-    // 3. Many process workloads on one worker.
+    // 3. cloud-hypervisor, the project's PVH guest.
+    match (&ch, &pvh) {
+        (Some(ch), Some(top)) => {
+            let kernel = Path::new(top).join("kernel");
+            let cmdline = format!("console=ttyS0 init={top}/init procurator.pvh=button");
+            let mut hand = Vec::new();
+            let mut hand_rss = Vec::new();
+            let mut tcg = Vec::new();
+            let mut orch = Vec::new();
+            let mut orch_running = Vec::new();
+            let mut orch_rss = Vec::new();
+            let ch_spec = VmSpec {
+                backend: Backend::CloudHypervisor,
+                memory_mb: 64,
+                ..VmSpec::process("vm", top)
+            };
+            for _ in 0..rounds {
+                // By hand: the VMM with the guest on its command line, serial on stdout.
+                let mut cmd = Command::new(ch);
+                cmd.arg("--kernel")
+                    .arg(&kernel)
+                    .args(["--cmdline", &cmdline, "--memory", "size=64M"])
+                    .args(["--cpus", "boot=1", "--serial", "tty", "--console", "off"]);
+                let (first, rss) = first_line(cmd, Some(pvh_guest::WAITING_LINE));
+                hand.push(first);
+                hand_rss.push(rss);
+                // The same guest under QEMU/TCG, by hand.
+                let mut cmd = Command::new("qemu-system-x86_64");
+                cmd.args(["-M", "microvm,accel=tcg", "-m", "64", "-nodefaults"])
+                    .args(["-no-user-config", "-display", "none", "-serial", "stdio"])
+                    .arg("-kernel")
+                    .arg(&kernel)
+                    .args(["-append", &cmdline]);
+                tcg.push(first_line(cmd, None).0);
+
+                while events.try_recv().is_ok() {}
+                generation += 1;
+                let log = state.join("instances/vm-0/console.log");
+                let has_line = |log: &Path| {
+                    std::fs::read(log)
+                        .map(|b| b.contains(&b'\n'))
+                        .unwrap_or(false)
+                };
+                let t = Instant::now();
+                publish(&master, generation, std::slice::from_ref(&ch_spec)).await;
+                let mut line_at = None;
+                let running = wait_running(&mut events, 1, Duration::from_secs(60));
+                tokio::pin!(running);
+                let reported = loop {
+                    tokio::select! {
+                        r = &mut running => break r,
+                        _ = tokio::time::sleep(Duration::from_millis(1)), if line_at.is_none() => {
+                            if has_line(&log) { line_at = Some(t.elapsed()); }
+                        }
+                    }
+                };
+                orch_running.push(t.elapsed());
+                assert!(reported, "the cloud-hypervisor VM never reported running");
+                while line_at.is_none() {
+                    if has_line(&log) {
+                        line_at = Some(t.elapsed());
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                orch.push(line_at.unwrap_or_default());
+                let launch = recorded_launch(&state, "vm-0").expect("launch.json");
+                let log_text = |log: &Path| std::fs::read_to_string(log).unwrap_or_default();
+                assert!(poll_until(Duration::from_secs(10), || log_text(&log)
+                    .contains(pvh_guest::WAITING_LINE)));
+                orch_rss.push(worker::procfs::rss_bytes(launch.main.pid).unwrap_or(0));
+                generation += 1;
+                publish(&master, generation, &[]).await;
+                let gone = state.join("instances/vm-0");
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while gone.exists() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            let mib = |v: Vec<u64>| {
+                let mut v = v;
+                v.sort();
+                v[v.len() / 2] as f64 / 1048576.0
+            };
+            println!("cloud-hypervisor, PVH test guest (64 MiB), median of {rounds}:");
+            println!(
+                "  by hand, cloud-hypervisor --kernel … --serial tty -> first line: {}",
+                ms(median(hand.clone()))
+            );
+            println!(
+                "  same guest under QEMU/TCG (microvm) by hand -> first line:    {}",
+                ms(median(tcg))
+            );
+            println!(
+                "  publishState -> first console line:                           {}",
+                ms(median(orch.clone()))
+            );
+            println!(
+                "  publishState -> control plane says running:                   {}",
+                ms(median(orch_running))
+            );
+            println!(
+                "  orchestration overhead (first line):                          {}",
+                ms(median(orch).saturating_sub(median(hand)))
+            );
+            println!(
+                "  idle VMM resident memory: by hand {:.1} MiB, worker-started {:.1} MiB (+ virtiofsd)",
+                mib(hand_rss),
+                mib(orch_rss)
+            );
+        }
+        _ => println!(
+            "cloud-hypervisor: skipped (`cloud-hypervisor` not on PATH or /dev/kvm not usable)"
+        ),
+    }
+
+    // 4. Many process workloads on one worker.
     let mut many = VmSpec::process("many", &web);
     many.exec = "bin/busybox".into();
     many.args = vec!["sleep".into(), "1000000".into()];

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use schema::model::Backend;
 
-use crate::driver::cloud_hypervisor::CloudHypervisorDriver;
+use crate::driver::cloud_hypervisor::{linux_boots, probe, CloudHypervisorDriver};
 use crate::driver::find_program;
 use crate::driver::process::ProcessDriver;
 use crate::driver::qemu::{kvm_boots, Accel, QemuDriver};
@@ -77,6 +77,14 @@ fn host_kernel() -> Option<PathBuf> {
         })
 }
 
+/// How long the cloud-hypervisor probe guest may take to boot and power off (it takes tens of
+/// milliseconds; the margin is for a loaded host).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the host's Linux kernel gets to print its banner under cloud-hypervisor (tens of
+/// milliseconds under working KVM).
+const LINUX_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Builds the drivers this worker offers. Returns them with one line per backend saying what
 /// was found, for the start-up log.
 pub fn drivers(settings: &BackendSettings) -> (Drivers, Vec<String>) {
@@ -113,13 +121,32 @@ pub fn drivers(settings: &BackendSettings) -> (Drivers, Vec<String>) {
     }
     if wanted(Backend::CloudHypervisor) {
         match find_program(&settings.cloud_hypervisor) {
-            Some(binary) if virtiofsd => {
-                notes.push(format!("cloud-hypervisor: {}", binary.display()));
-                drivers.insert(Arc::new(CloudHypervisorDriver {
-                    binary,
-                    virtiofsd: settings.virtiofsd.clone(),
-                }));
-            }
+            Some(binary) if virtiofsd => match probe(&binary, PROBE_TIMEOUT) {
+                Ok(took) => {
+                    let linux = host_kernel()
+                        .is_some_and(|kernel| linux_boots(&binary, &kernel, LINUX_PROBE_TIMEOUT));
+                    notes.push(format!(
+                        "cloud-hypervisor: {} (a probe guest booted in {} ms; {})",
+                        binary.display(),
+                        took.as_millis(),
+                        if linux {
+                            "Linux kernels boot under this host's KVM"
+                        } else {
+                            "the host's Linux kernel did not boot under this host's KVM, so VMs \
+                             with a Linux kernel are refused: only PVH guests run"
+                        }
+                    ));
+                    drivers.insert(Arc::new(CloudHypervisorDriver {
+                        binary,
+                        virtiofsd: settings.virtiofsd.clone(),
+                        linux_boots: linux,
+                    }));
+                }
+                Err(why) => notes.push(format!(
+                    "cloud-hypervisor: unavailable, {}: {why}",
+                    binary.display()
+                )),
+            },
             Some(_) => notes.push(format!(
                 "cloud-hypervisor: unavailable, virtiofsd not found at {}",
                 settings.virtiofsd.display()

@@ -171,7 +171,8 @@ pub fn health(booted: bool, checks: &[HealthCheck], states: &[CheckState]) -> He
 /// Why an instance ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
-    /// The process or VMM exited; `success` when with status 0 (a clean guest power-off).
+    /// The process or VM ended by itself; `success` when its driver judged the end clean (exit
+    /// status 0, or a guest power-off the VMM reported).
     Exited { success: bool },
     /// Health checks failed.
     Unhealthy,

@@ -16,7 +16,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::closure::Fetcher;
-use crate::driver::{take_exit, Driver, Launch, Stopped};
+use crate::driver::{Driver, Launch, Stopped};
 use crate::health::{self, CheckState, Decision, Ending, Restarts};
 use crate::plan::{plan, Action, Observed};
 use crate::procfs::{self, ProcStat};
@@ -132,7 +132,7 @@ impl Runtime {
                 }
                 if matches!(report.phase, Phase::Failed | Phase::CrashLoop) {
                     if let Some(log) = &view.log_path {
-                        report.log_tail = state::tail(log, LOG_TAIL_LINES);
+                        report.log_tail = crate::driver::tail(log, LOG_TAIL_LINES);
                     }
                 }
                 report
@@ -148,7 +148,7 @@ impl Runtime {
             .ok()?
             .get(id)
             .and_then(|v| v.log_path.clone())?;
-        Some(state::tail(&path, lines))
+        Some(crate::driver::tail(&path, lines))
     }
 }
 
@@ -655,23 +655,19 @@ async fn watch(
         started.elapsed() < Duration::from_millis(u64::from(check.grace_period_ms))
     };
     loop {
-        if !launch.main.is_alive() {
-            let status = take_exit(&launch.main);
-            let success = status.map(|s| s.success()).unwrap_or(false);
-            let how = match status {
-                Some(s) => format!("exited ({s})"),
-                None => "exited".to_string(),
+        // Inline, not on the blocking pool: it reads /proc and at most two small files, and
+        // runs on every tick of every instance.
+        if let Some(ended) = driver.ended(&dir, launch) {
+            let what = if spec.backend.is_vm() {
+                "VM"
+            } else {
+                "process"
             };
             return Watched::Ended(
-                Ending::Exited { success },
-                format!(
-                    "{} {how}",
-                    if spec.backend.is_vm() {
-                        "VM"
-                    } else {
-                        "process"
-                    }
-                ),
+                Ending::Exited {
+                    success: ended.clean,
+                },
+                format!("{what} {}", ended.how),
             );
         }
         if !booted {

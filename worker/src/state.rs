@@ -11,7 +11,7 @@
 //! Files are written to a temporary name and renamed, so a crash never leaves half a record.
 
 use std::fs;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use schema::model::VmSpec;
@@ -156,26 +156,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sta
     }
 }
 
-/// The last `lines` lines of a log file, reading at most the last 64 KiB.
-pub fn tail(path: &Path, lines: usize) -> String {
-    const WINDOW: u64 = 64 * 1024;
-    let Ok(mut file) = fs::File::open(path) else {
-        return String::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = len.saturating_sub(WINDOW);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return String::new();
-    }
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,18 +190,5 @@ mod tests {
         assert!(state.scan().expect("scan")[0].launch.is_none());
         state.remove("web-0").expect("remove");
         assert!(state.scan().expect("scan").is_empty());
-    }
-
-    #[test]
-    fn tail_returns_last_lines() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let log = tmp.path().join("log");
-        fs::write(
-            &log,
-            (1..=50).map(|i| format!("line {i}\n")).collect::<String>(),
-        )
-        .expect("write");
-        assert_eq!(tail(&log, 2), "line 49\nline 50");
-        assert_eq!(tail(&tmp.path().join("missing"), 2), "");
     }
 }

@@ -13,7 +13,7 @@ pub mod qemu;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -94,9 +94,45 @@ pub trait Driver: Send + Sync {
     /// how it ended, for the log.
     fn stop(&self, dir: &Path, launch: &Launch, grace: Duration) -> Result<Stopped, DriverError>;
 
+    /// Whether the instance has ended, and how, as far as the driver can tell; `None` while
+    /// it runs. By default the main process's exit status decides; a driver whose VMM gives
+    /// a better account (cloud-hypervisor exits 0 after a fatal vCPU error too) overrides it.
+    fn ended(&self, _dir: &Path, launch: &Launch) -> Option<Ended> {
+        if launch.main.is_alive() {
+            return None;
+        }
+        Some(Ended::by_exit(take_exit(&launch.main)))
+    }
+
     /// The file holding the instance's console or output.
     fn log_path(&self, dir: &Path) -> PathBuf {
         dir.join(CONSOLE_LOG)
+    }
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ended {
+    /// A clean end: the guest powered off, or the process exited with status 0.
+    pub clean: bool,
+    /// What happened, for the log and the instance's message (`exited (exit status: 1)`).
+    pub how: String,
+}
+
+impl Ended {
+    /// Judged by the exit status alone; adopted processes (started by a previous worker) end
+    /// without one.
+    pub fn by_exit(status: Option<ExitStatus>) -> Ended {
+        match status {
+            Some(s) => Ended {
+                clean: s.success(),
+                how: format!("exited ({s})"),
+            },
+            None => Ended {
+                clean: false,
+                how: "exited".to_string(),
+            },
+        }
     }
 }
 
@@ -231,7 +267,7 @@ pub(crate) fn wait_for_socket(
         }
         if !proc.is_alive() {
             let detail = log
-                .map(|l| crate::state::tail(l, 5))
+                .map(|l| tail(l, 5))
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(|| {
                     take_exit(proc)
@@ -251,6 +287,26 @@ pub(crate) fn wait_for_socket(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
+}
+
+/// The last `lines` lines of a log file, reading at most the last 64 KiB.
+pub fn tail(path: &Path, lines: usize) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(WINDOW);
+    if file.seek(SeekFrom::Start(start)).is_err() {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Whether a console log shows the kernel handing over to userspace.
@@ -388,4 +444,22 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(name))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_returns_last_lines() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let log = tmp.path().join("log");
+        fs::write(
+            &log,
+            (1..=50).map(|i| format!("line {i}\n")).collect::<String>(),
+        )
+        .expect("write");
+        assert_eq!(tail(&log, 2), "line 49\nline 50");
+        assert_eq!(tail(&tmp.path().join("missing"), 2), "");
+    }
 }
