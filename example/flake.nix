@@ -2,8 +2,11 @@
   description = "Procurator reference cluster: two busybox HTTP services and a QEMU microVM, built without nixpkgs";
 
   # The microVM boots the host's Debian cloud kernel, copied here by scripts/example-kernel (it is
-  # taken from the machine, not committed). Inputs are fetched lazily: only the `vm` closure reads
-  # this one, so the process workloads evaluate and build without it.
+  # taken from the machine, not committed). The repository commits no flake.lock for it: nix locks
+  # it by the content it finds where the flake is evaluated, so any kernel package the host has
+  # works. If you commit a lock, relock on a host with another kernel
+  # (`nix flake lock --update-input kernel`). Inputs are fetched lazily: only the `vm` closure
+  # reads this one, so the process workloads evaluate and build without it.
   inputs.kernel = {
     url = "path:/var/lib/procurator/example-kernel";
     flake = false;

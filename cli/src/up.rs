@@ -776,37 +776,66 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Mirrors the example into the working copy, commits if it changed, pushes to the bare
-/// repository. Answers the commit and whether anything was pushed.
+/// A fingerprint of the files `copy_tree` copies: relative paths and contents, in order.
+fn tree_fingerprint(dir: &Path) -> std::io::Result<String> {
+    use sha2::{Digest, Sha256};
+    fn walk(dir: &Path, rel: &str, hasher: &mut Sha256) -> std::io::Result<()> {
+        let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+        entries.sort_by_key(|e| e.file_name());
+        for entry in entries {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == ".git" || name.starts_with("result") {
+                continue;
+            }
+            let path = entry.path();
+            let rel = format!("{rel}/{name}");
+            if std::fs::metadata(&path)?.is_dir() {
+                walk(&path, &rel, hasher)?;
+            } else {
+                let bytes = std::fs::read(&path)?;
+                hasher.update(rel.as_bytes());
+                hasher.update((bytes.len() as u64).to_le_bytes());
+                hasher.update(&bytes);
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = Sha256::new();
+    walk(dir, "", &mut hasher)?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Mirrors the example into the working copy when the example changed since the last run
+/// (always on the first), commits if that changed anything, pushes to the bare repository.
+/// Commits the user made in the working copy stand while the example is unchanged: a second
+/// `pcr up` resumes what was last pushed instead of reverting it. Answers the commit and
+/// whether anything was pushed.
 fn push_example(example: &Path, source: &Path, bare: &Path) -> anyhow::Result<(String, bool)> {
-    if !source.join(".git").exists() {
+    let fresh = !source.join(".git").exists();
+    if fresh {
         std::fs::create_dir_all(source)
             .with_context(|| format!("cannot create {}", source.display()))?;
         git(source, &["init", "-q", "-b", "main"])?;
     }
-    // Mirror: whatever the example no longer has goes too.
-    for entry in std::fs::read_dir(source)?.flatten() {
-        if entry.file_name() != ".git" {
-            let path = entry.path();
-            if path.is_dir() && !path.is_symlink() {
-                std::fs::remove_dir_all(&path)?;
-            } else {
-                std::fs::remove_file(&path)?;
-            }
-        }
-    }
-    copy_tree(example, source)
-        .with_context(|| format!("cannot copy {} to {}", example.display(), source.display()))?;
-    git(source, &["add", "-A"])?;
-    let changed = !git(source, &["status", "--porcelain"])?.trim().is_empty();
+    // Kept inside .git, so it is no part of the repository's tree.
+    let marker = source.join(".git").join("procurator-example-fingerprint");
+    let fingerprint =
+        tree_fingerprint(example).with_context(|| format!("cannot read {}", example.display()))?;
+    let mirrored = std::fs::read_to_string(&marker).ok();
     let has_head = git(source, &["rev-parse", "--verify", "-q", "HEAD"]).is_ok();
-    if changed || !has_head {
-        let message = if has_head {
-            "Update from the example"
-        } else {
-            "The example cluster"
-        };
-        git(source, &["commit", "-q", "-m", message])?;
+    if fresh || !has_head || mirrored.as_deref().map(str::trim) != Some(fingerprint.as_str()) {
+        mirror_example(example, source)?;
+        std::fs::write(&marker, &fingerprint)
+            .with_context(|| format!("cannot write {}", marker.display()))?;
+    } else if !git(source, &["status", "--porcelain"])?.trim().is_empty() {
+        println!(
+            "working copy {} has uncommitted changes; deploying its last commit",
+            source.display()
+        );
     }
     let commit = git(source, &["rev-parse", "HEAD"])?;
     let bare_str = bare.to_str().context("the repository path is not UTF-8")?;
@@ -833,6 +862,35 @@ fn push_example(example: &Path, source: &Path, bare: &Path) -> anyhow::Result<(S
         }
     }
     Ok((commit, pushed))
+}
+
+/// Makes the working copy's files the example's (whatever the example no longer has goes too)
+/// and commits the difference, if any.
+fn mirror_example(example: &Path, source: &Path) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(source)?.flatten() {
+        if entry.file_name() != ".git" {
+            let path = entry.path();
+            if path.is_dir() && !path.is_symlink() {
+                std::fs::remove_dir_all(&path)?;
+            } else {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    copy_tree(example, source)
+        .with_context(|| format!("cannot copy {} to {}", example.display(), source.display()))?;
+    git(source, &["add", "-A"])?;
+    let changed = !git(source, &["status", "--porcelain"])?.trim().is_empty();
+    let has_head = git(source, &["rev-parse", "--verify", "-q", "HEAD"]).is_ok();
+    if changed || !has_head {
+        let message = if has_head {
+            "Update from the example"
+        } else {
+            "The example cluster"
+        };
+        git(source, &["commit", "-q", "-m", message])?;
+    }
+    Ok(())
 }
 
 fn seconds(ms: u64) -> String {

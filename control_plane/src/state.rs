@@ -87,10 +87,14 @@ struct Worker {
     stored: StoredWorker,
     lease_until: Instant,
     reports: HashMap<String, usize>,
+    /// Whether the worker has pushed a report in its current session. Its stored reports are
+    /// what it saw before it (or the control plane) restarted: until it reports again they say
+    /// nothing about what runs now, so they count for nothing (see [`Worker::report`]).
+    reported: bool,
 }
 
 impl Worker {
-    fn new(stored: StoredWorker, lease_until: Instant) -> Worker {
+    fn new(stored: StoredWorker, lease_until: Instant, reported: bool) -> Worker {
         let reports = stored
             .reports
             .iter()
@@ -101,10 +105,20 @@ impl Worker {
             stored,
             lease_until,
             reports,
+            reported,
         }
     }
 
+    /// What the worker reports of `instance` in its current session.
     fn report(&self, instance: &str) -> Option<&InstanceReport> {
+        if !self.reported {
+            return None;
+        }
+        self.last_report(instance)
+    }
+
+    /// The last report of `instance`, possibly from before a restart: for showing, not deciding.
+    fn last_report(&self, instance: &str) -> Option<&InstanceReport> {
         self.reports.get(instance).map(|&i| &self.stored.reports[i])
     }
 }
@@ -292,7 +306,12 @@ impl Cluster {
         let workers = store
             .workers()?
             .into_iter()
-            .map(|stored| (stored.info.id.clone(), Worker::new(stored, lease_until)))
+            .map(|stored| {
+                (
+                    stored.info.id.clone(),
+                    Worker::new(stored, lease_until, false),
+                )
+            })
             .collect();
         let placements: BTreeMap<String, StoredPlacement> = store
             .placements()?
@@ -496,7 +515,9 @@ impl Cluster {
                 (false, Some(w)) => w.lease_until,
                 _ => lease_until,
             };
-            self.workers.insert(id, Worker::new(stored, lease));
+            let reported = self.workers.get(&id).is_some_and(|w| w.reported);
+            self.workers
+                .insert(id, Worker::new(stored, lease, reported));
         }
         // Drop specs no placement and no live generation refers to any more.
         let mut keep: HashSet<u64> = self.placements.values().map(|p| p.generation).collect();
@@ -1522,6 +1543,11 @@ impl Cluster {
             self.progress(&mut change);
         }
         let outcome = self.commit(change)?;
+        // A new session: what the worker reported before is no longer what it runs.
+        if let Some(w) = self.workers.get_mut(&id) {
+            w.reported = false;
+            self.version += 1;
+        }
         let revision = self
             .workers
             .get(&id)
@@ -1617,6 +1643,13 @@ impl Cluster {
             self.reschedule(&mut change);
         }
         let outcome = self.commit(change)?;
+        if let Some(w) = self.workers.get_mut(worker_id) {
+            if !w.reported {
+                w.reported = true;
+                // The status was computed while this worker's reports counted for nothing.
+                self.version += 1;
+            }
+        }
         // The rollout controller looks at reports on its next tick, not on every heartbeat.
         // Uptime grows with every report, so a rollout waiting for minHealthyTime needs a look
         // even when nothing else changed.
@@ -1791,7 +1824,7 @@ impl Cluster {
                 u.2 += 1;
                 let worker = self.workers.get(wid);
                 let lost = worker.is_none_or(|w| w.stored.state == WorkerState::Lost);
-                if let Some(r) = worker.and_then(|w| w.report(&p.instance_id)) {
+                if let Some(r) = worker.and_then(|w| w.last_report(&p.instance_id)) {
                     s.observed_closure = r.closure.clone();
                     s.phase = r.phase;
                     s.health = r.health;
@@ -1804,6 +1837,15 @@ impl Cluster {
                 if lost {
                     s.phase = Phase::Unknown;
                     s.message = format!("worker {wid} is lost");
+                } else if worker.is_some_and(|w| !w.reported) {
+                    // Shown as last seen, counted as unknown: the worker (or the control plane)
+                    // restarted since, and only its next report says what runs.
+                    let last = s.phase;
+                    s.phase = Phase::Unknown;
+                    s.health = Health::Unknown;
+                    s.message = format!(
+                        "{last} when last reported; waiting for worker {wid} to report again"
+                    );
                 }
                 let ok = !lost
                     && s.observed_closure == s.desired_closure

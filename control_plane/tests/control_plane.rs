@@ -366,6 +366,51 @@ fn generations_only_move_forward_and_bad_specs_store_nothing() {
     });
 }
 
+/// What a status says runs must be what a worker reported since it (or the control plane) last
+/// started: after a restart the stored reports are shown as last seen, counted as unknown, and
+/// the cluster is not "converged" until the worker reports again — `pcr up --until-converged`
+/// on a resumed cluster once exited "converged" while nothing ran.
+#[test]
+fn after_a_restart_nothing_counts_as_running_until_its_worker_reports_again() {
+    let mut cp = ControlPlane::start();
+    local(async {
+        let op = cp.operator().await;
+        let w1 = sim_worker(&cp, info("w1", 4, 4096, &[])).await;
+        publish(&op, 1, &[spec("web", 2, 1)])
+            .await
+            .expect("publish");
+        w1.report_running().await;
+        let status = op.cluster_status().await.expect("status");
+        assert_eq!(status.convergence_percent, 100.0, "{status:#?}");
+    });
+    cp.kill9();
+    cp.restart();
+    local(async {
+        let op = cp.operator().await;
+        let unknown = |s: &ClusterStatus| {
+            assert_eq!(s.convergence_percent, 0.0, "{s:#?}");
+            for i in &s.instances {
+                assert_eq!(i.phase, Phase::Unknown, "{i:#?}");
+                assert_eq!(i.health, Health::Unknown, "{i:#?}");
+                assert!(!i.observed_closure.is_empty(), "last seen is kept: {i:#?}");
+                assert!(
+                    i.message
+                        == "running when last reported; waiting for worker w1 to report again",
+                    "{i:#?}"
+                );
+            }
+        };
+        unknown(&op.cluster_status().await.expect("status after restart"));
+        // Registering again is a new session: still nothing known until it reports.
+        let w1 = sim_worker(&cp, info("w1", 4, 4096, &[])).await;
+        unknown(&op.cluster_status().await.expect("status after register"));
+        w1.report_running().await;
+        let status = op.cluster_status().await.expect("status after the report");
+        assert_eq!(status.convergence_percent, 100.0, "{status:#?}");
+        assert!(status.instances.iter().all(|i| i.phase == Phase::Running));
+    });
+}
+
 #[test]
 fn kill9_and_restart_keep_everything_and_reconnecting_workers_are_not_duplicated() {
     let mut cp = ControlPlane::start();
