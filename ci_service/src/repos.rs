@@ -13,6 +13,12 @@ use crate::process::{self, Stream};
 pub enum GitError {
     #[error("repository name `{0}` must be 1-100 characters of a-z, A-Z, 0-9, `.`, `_` and `-`, not starting with `.` or `-`")]
     Name(String),
+    #[error("remote `{0}` is not one pcr-ci fetches from: give an https://, http://, ssh://, git:// or file:// URL, user@host:path, or an absolute path")]
+    Remote(String),
+    #[error("branch `{0}` is not a branch name git accepts (letters, digits, `/`, `.`, `_`, `-`; not starting with `-` or `.`)")]
+    Branch(String),
+    #[error("`{0}` is not a commit id (40 or 64 hex digits)")]
+    Commit(String),
     #[error("cannot run git")]
     Spawn(#[source] std::io::Error),
     #[error("`git {args}` failed ({status}): {output}")]
@@ -47,6 +53,76 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
+/// Transports git may use for a remote: git itself refuses every other one (`ext::`, which
+/// runs a command, among them), whatever a stored remote says.
+const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
+
+/// A remote pcr-ci may fetch from: a URL with an allowed scheme, scp-like `user@host:path`,
+/// or an absolute path — never anything git could read as an option or a command.
+pub fn validate_remote(remote: &str) -> Result<()> {
+    let bad = || Err(GitError::Remote(remote.to_string()));
+    if remote.is_empty()
+        || remote.len() > 1024
+        || remote.starts_with('-')
+        || remote.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return bad();
+    }
+    if let Some((scheme, rest)) = remote.split_once("://") {
+        let allowed = ["https", "http", "ssh", "git", "file"];
+        return if allowed.contains(&scheme) && !rest.is_empty() && !rest.starts_with('-') {
+            Ok(())
+        } else {
+            bad()
+        };
+    }
+    if remote.starts_with('/') {
+        return Ok(());
+    }
+    // scp-like: [user@]host:path, where the host is a plain name (no `::` transport helper).
+    match remote.split_once(':') {
+        Some((host, path))
+            if !host.is_empty()
+                && !path.is_empty()
+                && !path.starts_with(':')
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"@._-[]".contains(&b)) =>
+        {
+            Ok(())
+        }
+        _ => bad(),
+    }
+}
+
+/// A deploy branch name: what `git check-ref-format --branch` accepts, conservatively.
+pub fn validate_branch(branch: &str) -> Result<()> {
+    let ok = !branch.is_empty()
+        && branch.len() <= 200
+        && !branch.starts_with(['-', '.', '/'])
+        && !branch.ends_with(['/', '.'])
+        && !branch.ends_with(".lock")
+        && !branch.contains("..")
+        && !branch.contains("//")
+        && !branch.contains("@{")
+        && branch
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(GitError::Branch(branch.to_string()))
+    }
+}
+
+fn validate_commit(sha: &str) -> Result<()> {
+    if is_commit_id(sha) {
+        Ok(())
+    } else {
+        Err(GitError::Commit(sha.to_string()))
+    }
+}
+
 /// Where repository `name` lives.
 pub fn bare_path(repos_dir: &Path, name: &str) -> PathBuf {
     repos_dir.join(format!("{name}.git"))
@@ -64,8 +140,11 @@ pub async fn git(
     if let Some(dir) = dir {
         cmd.arg("-C").arg(dir);
     }
-    // Never ask for credentials on a terminal nobody watches.
-    cmd.args(args).env("GIT_TERMINAL_PROMPT", "0");
+    // Never ask for credentials on a terminal nobody watches; never use a transport that runs
+    // commands.
+    cmd.args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS);
     let mut output = Vec::new();
     let done = process::run(cmd, capture, |stream, line| {
         if stream == Stream::Stderr {
@@ -176,6 +255,7 @@ pub async fn branch_head(bare: &Path, branch: &str) -> Result<Option<String>> {
 }
 
 pub async fn has_commit(bare: &Path, sha: &str) -> Result<bool> {
+    validate_commit(sha)?;
     let spec = format!("{sha}^{{commit}}");
     match git(Some(bare), &["cat-file", "-e", &spec], true, |_| {}).await {
         Ok(_) => Ok(true),
@@ -186,12 +266,14 @@ pub async fn has_commit(bare: &Path, sha: &str) -> Result<bool> {
 
 /// Mirrors the remote's branches into the bare repository.
 pub async fn fetch(bare: &Path, remote: &str, on_line: impl FnMut(&str)) -> Result<()> {
+    validate_remote(remote)?;
     git(
         Some(bare),
         &[
             "fetch",
             "--prune",
             "--no-tags",
+            "--",
             remote,
             "+refs/heads/*:refs/heads/*",
         ],
@@ -204,6 +286,8 @@ pub async fn fetch(bare: &Path, remote: &str, on_line: impl FnMut(&str)) -> Resu
 
 /// The commit a remote's branch points at, without fetching anything.
 pub async fn ls_remote(remote: &str, branch: &str) -> Result<Option<String>> {
+    validate_remote(remote)?;
+    validate_branch(branch)?;
     let refname = format!("refs/heads/{branch}");
     let out = git(None, &["ls-remote", "--", remote, &refname], true, |_| {}).await?;
     Ok(out
@@ -220,6 +304,7 @@ pub async fn checkout(
     dest: &Path,
     mut on_line: impl FnMut(&str),
 ) -> Result<String> {
+    validate_commit(sha)?;
     let (bare_arg, dest_arg) = (bare.display().to_string(), dest.display().to_string());
     git(
         None,
@@ -228,6 +313,7 @@ pub async fn checkout(
             "--quiet",
             "--shared",
             "--no-checkout",
+            "--",
             &bare_arg,
             &dest_arg,
         ],
@@ -258,6 +344,57 @@ pub fn is_zero(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remotes_git_could_read_as_options_or_commands_are_refused() {
+        for ok in [
+            "https://git.example.org/team/cluster.git",
+            "http://127.0.0.1:3001/git/cluster.git",
+            "ssh://git@host:2222/cluster.git",
+            "git://host/cluster.git",
+            "file:///srv/git/cluster.git",
+            "/srv/git/cluster.git",
+            "git@host:team/cluster.git",
+            "host:cluster.git",
+        ] {
+            assert!(validate_remote(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "--upload-pack=touch /tmp/x",
+            "ext::sh -c touch% /tmp/x",
+            "fd::17",
+            "relative/path",
+            "ftp://host/x",
+            "https://host/x y",
+            "https://host/x\n",
+            "ssh://-oProxyCommand=x/y",
+            "host::path",
+            ":path",
+        ] {
+            assert!(validate_remote(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn branch_names() {
+        for ok in ["main", "release/1.2", "feature_x-y"] {
+            assert!(validate_branch(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "-x",
+            "--upload-pack=x",
+            ".hidden",
+            "a..b",
+            "a/",
+            "x.lock",
+            "a b",
+            "a@{1}",
+        ] {
+            assert!(validate_branch(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn names() {

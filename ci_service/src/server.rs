@@ -286,6 +286,10 @@ pub async fn create_repository(
     branch: &str,
 ) -> Result<bool, CiError> {
     repos::validate_name(name)?;
+    repos::validate_branch(branch)?;
+    if let Some(remote) = &remote {
+        repos::validate_remote(remote)?;
+    }
     let created = repos::create_bare(repos_dir, name, branch, hook).await?;
     let recorded = store.add_repository(&Repository {
         name: name.to_string(),
@@ -333,7 +337,12 @@ impl From<CiError> for ApiError {
     fn from(e: CiError) -> Self {
         let status = match &e {
             CiError::NoRepository(_) => StatusCode::NOT_FOUND,
-            CiError::Git(repos::GitError::Name(_)) => StatusCode::BAD_REQUEST,
+            CiError::Git(
+                repos::GitError::Name(_)
+                | repos::GitError::Remote(_)
+                | repos::GitError::Branch(_)
+                | repos::GitError::Commit(_),
+            ) => StatusCode::BAD_REQUEST,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError(status, crate::pipeline::error_chain(&e))
