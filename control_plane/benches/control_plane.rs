@@ -174,7 +174,7 @@ fn start_control_plane(dir: &std::path::Path) -> (std::net::SocketAddr, String) 
         )
         .expect("load");
         let server = Server::new(cluster);
-        let _ = control_plane::rpc::serve(listener, Rc::clone(&server), tokens).await;
+        let _ = control_plane::rpc::serve(listener, Rc::clone(&server), tokens, usize::MAX).await;
     });
     (addr, op)
 }

@@ -109,14 +109,35 @@ fn main() -> anyhow::Result<()> {
             ));
             tokio::spawn(control_plane::http::serve(http_listener, snapshot));
         }
+        let fd_limit = raise_fd_limit();
+        let max_connections = control_plane::rpc::max_connections(fd_limit);
+        tracing::info!(fd_limit, max_connections, "open files");
         // Leases are checked to a tenth of their length; rollouts look at reports within 200 ms.
         let period = (config.lease / 10).clamp(Duration::from_millis(50), Duration::from_millis(200));
         tokio::task::spawn_local(Rc::clone(&server).expire_leases_every(period));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
-            r = control_plane::rpc::serve(listener, server, tokens) => r.context("accepting connections failed"),
+            r = control_plane::rpc::serve(listener, server, tokens, max_connections) => r.context("accepting connections failed"),
             _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; every acknowledged change is on disk"); Ok(()) }
             _ = term.recv() => { tracing::info!("terminated; every acknowledged change is on disk"); Ok(()) }
         }
     })
+}
+
+/// Raises the soft limit on open files to the hard one (a fleet's workers each hold a
+/// connection) and answers the limit now in force.
+fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised.clone()) {
+            Ok(()) => limit = raised,
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+        }
+    }
+    limit.current.unwrap_or(u64::MAX)
 }

@@ -673,16 +673,65 @@ impl Drop for SubscriptionImpl {
     }
 }
 
-/// Accepts connections until the listener fails. Run inside a `LocalSet`.
+/// File descriptors kept free of connections: the database, its journal, the HTTP endpoint,
+/// the logs and what tokio itself needs.
+pub const RESERVED_FDS: u64 = 64;
+
+/// How many connections may be open at once when this process may open `fd_limit` files.
+pub fn max_connections(fd_limit: u64) -> usize {
+    usize::try_from(fd_limit.saturating_sub(RESERVED_FDS).max(1)).unwrap_or(usize::MAX)
+}
+
+/// Accepts connections for ever. Run inside a `LocalSet`.
+///
+/// Nothing a client does ends the control plane: when accepting fails — out of file
+/// descriptors above all — it says so once per burst, waits a moment for descriptors to free
+/// up and goes on. At most `max_connections` are open at once; a connection beyond that is
+/// closed at once, so the descriptors the database needs stay available.
 pub async fn serve(
     listener: TcpListener,
     server: Rc<Server>,
     tokens: Tokens,
+    max_connections: usize,
 ) -> std::io::Result<()> {
     let bootstrap = BootstrapImpl::client(server, tokens);
+    let open = Rc::new(std::cell::Cell::new(0usize));
+    let mut refused = 0u64;
+    let mut failing = false;
     loop {
-        let (stream, peer) = listener.accept().await?;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => {
+                failing = false;
+                accepted
+            }
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(
+                        error = %e,
+                        open = open.get(),
+                        "cannot accept a connection; retrying in 100 ms"
+                    );
+                    failing = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if open.get() >= max_connections {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!(%peer, max_connections, refused, "too many connections; closing the new one");
+            }
+            drop(stream);
+            continue;
+        }
         tracing::debug!(%peer, "connection");
-        tokio::task::spawn_local(schema::net::serve_connection(stream, bootstrap.clone()));
+        open.set(open.get() + 1);
+        let open = Rc::clone(&open);
+        let bootstrap = bootstrap.clone();
+        tokio::task::spawn_local(async move {
+            schema::net::serve_connection(stream, bootstrap).await;
+            open.set(open.get().saturating_sub(1));
+        });
     }
 }

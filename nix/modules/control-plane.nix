@@ -59,6 +59,9 @@ in
         PROCURATOR_HOME = stateDir;
       };
       serviceConfig = import ./hardening.nix // {
+        # Every worker, UI and pcr-ci holds a connection. The control plane keeps 64 descriptors
+        # for itself and closes connections beyond the rest at once.
+        LimitNOFILE = 65536;
         ExecStart = lib.escapeShellArgs ([
           "${cfg.package}/bin/pcr-control-plane"
           "--listen" cfg.listen
