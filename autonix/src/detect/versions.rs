@@ -530,7 +530,7 @@ mod tests {
         let py = Partial::parse("3.11").expect("pin");
         assert_eq!(PYTHON.line_for(&py).map(|l| l.attr), Some("python311"));
         // A pin naming only the major of a two-part line picks the first of that major;
-        // resolution treats such a pin as a range instead (see mapping::toolchains).
+        // resolution treats such a pin as a range instead (see detect::toolchains).
         assert_eq!(NODE.describe(), "18, 20, 22, 23");
         assert_eq!(PYTHON.describe(), "3.9, 3.10, 3.11, 3.12, 3.13");
     }

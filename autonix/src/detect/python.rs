@@ -1,9 +1,9 @@
 //! Python projects: pyproject.toml (PEP 621, Poetry, PDM, uv), Pipfile, setup.py and
 //! plain requirements files.
 
-use crate::mapping::toolchains::between;
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{
+use crate::detect::toolchains::between;
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{
     confidence, Ecosystem, EcosystemKind, Evidence, Facts, TestCommand, TestSource,
 };
 

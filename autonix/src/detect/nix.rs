@@ -1,7 +1,7 @@
 //! Nix files already in the repository.
 
-use crate::mapping::{ev, Ctx, Out};
-use crate::repo::model::{confidence, Ecosystem, EcosystemKind, Facts};
+use crate::detect::{ev, Ctx, Out};
+use crate::model::{confidence, Ecosystem, EcosystemKind, Facts};
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     for (name, reason) in [

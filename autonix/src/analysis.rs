@@ -4,14 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::mapping::manifests::{root_marker, RootMarker};
-use crate::mapping::toolchains::{dockerfile_images, image_tool};
-use crate::mapping::{self, ci, ev, Ctx, Out};
-use crate::repo::model::{
+use crate::detect::toolchains::{dockerfile_images, image_tool};
+use crate::detect::{self, ci, ev, Ctx, Out};
+use crate::model::{
     confidence, Analysis, Detection, EcosystemKind, Facts, Project, TestCommand, TestSource, Tool,
     SCHEMA_VERSION,
 };
-use crate::repo::scan::Inventory;
+use crate::scan::manifests::{root_marker, RootMarker};
+use crate::scan::Inventory;
 
 /// A name safe as a Nix attribute and a Procurator VM name: lowercase letters, digits and
 /// dashes, starting with a letter, at most 63 characters.
@@ -50,7 +50,7 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
         .enumerate()
         .map(|(i, r)| (r.as_str(), i))
         .collect();
-    let mut files_of: Vec<Vec<&crate::repo::scan::FileRecord>> = vec![Vec::new(); roots.len()];
+    let mut files_of: Vec<Vec<&crate::scan::FileRecord>> = vec![Vec::new(); roots.len()];
     let mut last: Option<(&str, Option<usize>)> = None;
     for f in &inv.files {
         let dir = f.path.rsplit_once('/').map_or("", |(dir, _)| dir);
@@ -76,20 +76,20 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
             files,
         };
         let mut out = Out::default();
-        mapping::rust::detect(&ctx, &mut out);
-        mapping::node::detect(&ctx, &mut out);
-        mapping::python::detect(&ctx, &mut out);
-        mapping::go::detect(&ctx, &mut out);
-        mapping::ruby::detect(&ctx, &mut out);
-        mapping::php::detect(&ctx, &mut out);
-        mapping::elixir::detect(&ctx, &mut out);
-        mapping::java::detect(&ctx, &mut out);
-        mapping::native::detect(&ctx, &mut out);
-        mapping::nix::detect(&ctx, &mut out);
-        mapping::containers::detect(&ctx, &mut out);
-        mapping::frameworks::detect(&ctx, &mut out);
+        detect::rust::detect(&ctx, &mut out);
+        detect::node::detect(&ctx, &mut out);
+        detect::python::detect(&ctx, &mut out);
+        detect::go::detect(&ctx, &mut out);
+        detect::ruby::detect(&ctx, &mut out);
+        detect::php::detect(&ctx, &mut out);
+        detect::elixir::detect(&ctx, &mut out);
+        detect::java::detect(&ctx, &mut out);
+        detect::native::detect(&ctx, &mut out);
+        detect::nix::detect(&ctx, &mut out);
+        detect::containers::detect(&ctx, &mut out);
+        detect::frameworks::detect(&ctx, &mut out);
         let tools = tools_needed(&ctx, &out);
-        mapping::toolchains::detect(&ctx, &tools, &mut out);
+        detect::toolchains::detect(&ctx, &tools, &mut out);
         languages(&ctx, &mut out);
         // The name comes from the ecosystem that builds the project: JavaScript tooling
         // beside a Gemfile or a pyproject only builds assets, so its name is not the app's.
@@ -261,8 +261,7 @@ fn tools_needed(ctx: &Ctx<'_>, out: &Out) -> BTreeSet<Tool> {
 }
 
 fn languages(ctx: &Ctx<'_>, out: &mut Out) {
-    let mut stats: BTreeMap<crate::mapping::languages::Language, (u64, u64, String)> =
-        BTreeMap::new();
+    let mut stats: BTreeMap<crate::model::Language, (u64, u64, String)> = BTreeMap::new();
     for f in &ctx.files {
         if let Some(lang) = f.language {
             let e = stats.entry(lang).or_insert((0, 0, f.path.clone()));
@@ -373,7 +372,7 @@ fn command_family(command: &str) -> Option<fn(EcosystemKind) -> bool> {
 
 /// A compose service built from a project's directory gives that project its ports.
 fn attach_compose(projects: &mut [Project]) {
-    let mut links: Vec<(String, u16, crate::repo::model::Evidence)> = Vec::new();
+    let mut links: Vec<(String, u16, crate::model::Evidence)> = Vec::new();
     for p in projects.iter() {
         for d in &p.detections {
             if let Facts::Service(s) = &d.facts {

@@ -1,7 +1,7 @@
 //! Cargo packages and workspaces.
 
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{
     confidence, Ecosystem, EcosystemKind, Evidence, Facts, TestCommand, TestSource,
 };
 

@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use crate::mapping::versions::NIXPKGS_BRANCH;
-use crate::repo::model::{
+use crate::detect::versions::NIXPKGS_BRANCH;
+use crate::model::{
     Analysis, Ecosystem, EcosystemKind, Evidence, Facts, Finding, Process, ProcessSource, Project,
     Service, TestCommand, TestSource, Tool, Toolchain,
 };

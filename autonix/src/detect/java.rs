@@ -1,8 +1,8 @@
 //! Java and Kotlin projects built with Maven or Gradle.
 
-use crate::mapping::toolchains::between;
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
+use crate::detect::toolchains::between;
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
 
 /// Text of every `<tag>` element in order.
 fn all_tags<'t>(text: &'t str, tag: &str) -> Vec<&'t str> {

@@ -1,8 +1,8 @@
 //! Web frameworks, recognised by their dependency, and how each is started when nothing
 //! else (Procfile, Dockerfile, `npm start`) says so.
 
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{confidence, EcosystemKind, Facts, Framework, Process, ProcessSource};
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{confidence, EcosystemKind, Facts, Framework, Process, ProcessSource};
 
 /// (ecosystem family test, dependency name, framework, default port)
 type Rule = (

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::mapping::languages::Language;
-use crate::repo::scan::ScanStats;
+mod language;
+
+pub use language::Language;
 
 /// Version of the JSON shape below.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -504,4 +505,24 @@ pub enum TestSource {
     PackageJson,
     Makefile,
     Convention,
+}
+
+/// What the walk saw besides files: counts a reader can use to judge the scan.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanStats {
+    pub files: u64,
+    /// Files holding a NUL byte near the start: not counted as source.
+    pub binary_files: u64,
+    /// Symbolic links seen and not followed.
+    pub symlinks: u64,
+    /// FIFOs, sockets and devices: never opened.
+    pub special_files: u64,
+    /// Files larger than the read cap; only their beginning was looked at.
+    pub truncated_files: u64,
+    /// Vendored or generated directories skipped by name (first few listed).
+    pub skipped_dirs: u64,
+    pub skipped_dir_examples: Vec<String>,
+    /// Files or directories that could not be read, with the reason (first few listed).
+    pub unreadable: u64,
+    pub unreadable_examples: Vec<String>,
 }

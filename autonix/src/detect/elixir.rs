@@ -1,8 +1,8 @@
 //! Elixir projects built with Mix, umbrella projects included.
 
-use crate::mapping::toolchains::between;
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
+use crate::detect::toolchains::between;
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     let Some(text) = ctx.text("mix.exs") else {

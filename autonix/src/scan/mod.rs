@@ -18,10 +18,11 @@ use std::sync::{Arc, Mutex};
 
 use ignore::{DirEntry, ParallelVisitor, ParallelVisitorBuilder, WalkBuilder, WalkState};
 use rustix::fs::{Mode, OFlags};
-use serde::{Deserialize, Serialize};
 
-use crate::mapping::languages::{self, Language};
-use crate::mapping::manifests;
+pub mod languages;
+pub mod manifests;
+
+use crate::model::{Language, ScanStats};
 
 /// Directory names that hold vendored dependencies, build output or tool state. Their
 /// contents say nothing about how the project itself is built and they are often huge.
@@ -105,26 +106,6 @@ pub struct FileRecord {
     /// Newline count of the part that was read (source files only).
     pub lines: u64,
     pub binary: bool,
-}
-
-/// What the walk saw besides files: counts a reader can use to judge the scan.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScanStats {
-    pub files: u64,
-    /// Files holding a NUL byte near the start: not counted as source.
-    pub binary_files: u64,
-    /// Symbolic links seen and not followed.
-    pub symlinks: u64,
-    /// FIFOs, sockets and devices: never opened.
-    pub special_files: u64,
-    /// Files larger than the read cap; only their beginning was looked at.
-    pub truncated_files: u64,
-    /// Vendored or generated directories skipped by name (first few listed).
-    pub skipped_dirs: u64,
-    pub skipped_dir_examples: Vec<String>,
-    /// Files or directories that could not be read, with the reason (first few listed).
-    pub unreadable: u64,
-    pub unreadable_examples: Vec<String>,
 }
 
 /// Everything the walk learnt, in path order.

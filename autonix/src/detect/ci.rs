@@ -2,9 +2,9 @@
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::mapping::{ev, ev_line, line_of};
-use crate::repo::model::{confidence, CiSystem, Detection, Evidence, Facts, Finding};
-use crate::repo::scan::Inventory;
+use crate::detect::{ev, ev_line, line_of};
+use crate::model::{confidence, CiSystem, Detection, Evidence, Facts, Finding};
+use crate::scan::Inventory;
 
 /// Commands that run tests, matched at the start of a shell command.
 const TEST_COMMANDS: &[&str] = &[

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{
     confidence, Ecosystem, EcosystemKind, Facts, Process, ProcessSource, TestCommand, TestSource,
 };
 

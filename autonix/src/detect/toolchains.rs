@@ -4,12 +4,12 @@
 
 use std::collections::BTreeSet;
 
-use crate::mapping::versions::{
+use crate::detect::versions::{
     Catalog, Partial, Range, Version, ELIXIR, GO, JAVA, NIXPKGS_BRANCH, NIXPKGS_RUSTC, NODE, PHP,
     PYTHON, RUBY, ZIG,
 };
-use crate::mapping::{ev, ev_line, line_of, tool_versions, Ctx, Out};
-use crate::repo::model::{confidence, Evidence, Facts, HintRole, Tool, Toolchain, VersionHint};
+use crate::detect::{ev, ev_line, line_of, tool_versions, Ctx, Out};
+use crate::model::{confidence, Evidence, Facts, HintRole, Tool, Toolchain, VersionHint};
 
 /// Resolves every tool in `tools` for the project and records the result in `out`.
 pub fn detect(ctx: &Ctx<'_>, tools: &BTreeSet<Tool>, out: &mut Out) {
@@ -422,7 +422,7 @@ pub fn dockerfile_images(ctx: &Ctx<'_>) -> Vec<(String, u32, String)> {
     let Some(text) = ctx.inv.text(&path) else {
         return Vec::new();
     };
-    crate::mapping::containers::from_lines(text)
+    crate::detect::containers::from_lines(text)
         .into_iter()
         .map(|(line, image)| (path.clone(), line, image))
         .collect()
@@ -540,7 +540,7 @@ fn at(h: &VersionHint) -> String {
 
 /// The line a pin selects in `cat`, or why it selects none. A pin coarser than a line
 /// (`3` for Python) picks the default line if it matches, else the newest matching one.
-fn select(cat: &Catalog, pin: &Partial) -> Option<crate::mapping::versions::Line> {
+fn select(cat: &Catalog, pin: &Partial) -> Option<crate::detect::versions::Line> {
     if pin.parts().len() >= cat.line_parts {
         return cat.line_for(pin);
     }
@@ -571,7 +571,7 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
         }
     }
     let pins: Vec<&VersionHint> = hints.iter().filter(|h| h.role == HintRole::Pin).collect();
-    let toolchain = |line: crate::mapping::versions::Line, reason: String| Toolchain {
+    let toolchain = |line: crate::detect::versions::Line, reason: String| Toolchain {
         tool,
         version: line.version.to_string(),
         nixpkgs: line.attr.to_string(),
@@ -667,7 +667,7 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
             format!("no version requested; nixpkgs {NIXPKGS_BRANCH} default"),
         ));
     }
-    let ok = |l: &crate::mapping::versions::Line| ranges.iter().all(|(_, r)| r.matches(l.version));
+    let ok = |l: &crate::detect::versions::Line| ranges.iter().all(|(_, r)| r.matches(l.version));
     let default = cat.default_line();
     let chosen = if ok(&default) {
         Some(default)

@@ -1,7 +1,7 @@
 //! Ruby projects managed with Bundler.
 
-use crate::mapping::{ev, Ctx, Out};
-use crate::repo::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
+use crate::detect::{ev, Ctx, Out};
+use crate::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
 
 /// Gem names from `gem "name"` lines.
 fn gems(text: &str) -> Vec<String> {

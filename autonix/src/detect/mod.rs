@@ -1,5 +1,6 @@
-//! Mapping what files say to detections: one module per ecosystem or concern, each a pure
-//! function from a project's files ([`Ctx`]) to detections collected in [`Out`].
+//! Detection: mapping what files say to detections, one module per ecosystem or concern, each
+//! a pure function from a project's files ([`Ctx`]) to detections collected in [`Out`]. Uses
+//! only the model and the scan's inventory; the analysis above runs it once per project.
 
 pub mod ci;
 pub mod containers;
@@ -7,8 +8,6 @@ pub mod elixir;
 pub mod frameworks;
 pub mod go;
 pub mod java;
-pub mod languages;
-pub mod manifests;
 pub mod native;
 pub mod nix;
 pub mod node;
@@ -19,8 +18,8 @@ pub mod rust;
 pub mod toolchains;
 pub mod versions;
 
-use crate::repo::model::{Detection, Evidence, Facts, Finding};
-use crate::repo::scan::{FileRecord, Inventory};
+use crate::model::{Detection, Evidence, Facts, Finding};
+use crate::scan::{FileRecord, Inventory};
 
 /// One project's view of the inventory.
 pub struct Ctx<'a> {

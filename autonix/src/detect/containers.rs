@@ -2,10 +2,8 @@
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{
-    confidence, Container, Facts, NixosService, Process, ProcessSource, Service,
-};
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{confidence, Container, Facts, NixosService, Process, ProcessSource, Service};
 
 /// Dockerfile instructions as (first line, KEYWORD, arguments), continuations joined.
 fn instructions(text: &str) -> Vec<(u32, String, String)> {

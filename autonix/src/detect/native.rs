@@ -1,8 +1,8 @@
 //! Zig, CMake, Meson and Make builds.
 
-use crate::mapping::toolchains::between;
-use crate::mapping::{ev, ev_line, line_of, line_starting, Ctx, Out};
-use crate::repo::model::{
+use crate::detect::toolchains::between;
+use crate::detect::{ev, ev_line, line_of, line_starting, Ctx, Out};
+use crate::model::{
     confidence, Ecosystem, EcosystemKind, Evidence, Facts, TestCommand, TestSource,
 };
 

@@ -2,8 +2,8 @@
 
 use serde_json::Value;
 
-use crate::mapping::{ev, ev_line, line_of, Ctx, Out};
-use crate::repo::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
+use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     let Some(text) = ctx.text("composer.json") else {

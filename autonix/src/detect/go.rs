@@ -1,8 +1,8 @@
 //! Go modules.
 
-use crate::mapping::toolchains::directive;
-use crate::mapping::{ev, Ctx, Out};
-use crate::repo::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
+use crate::detect::toolchains::directive;
+use crate::detect::{ev, Ctx, Out};
+use crate::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     let Some(text) = ctx.text("go.mod") else {
