@@ -281,22 +281,56 @@ pub fn hints(ctx: &Ctx<'_>, tool: Tool) -> Vec<VersionHint> {
                     .enumerate()
                     .find(|(_, l)| l.trim_start().starts_with("ruby "))
                 {
-                    let req = line
-                        .trim_start()
-                        .trim_start_matches("ruby ")
-                        .trim_matches(|c: char| c == '"' || c == '\'' || c.is_whitespace());
-                    let req = req.trim_matches(|c| c == '"' || c == '\'');
-                    // A requirement, not a pin, even when bare: Bundler reads `ruby "3.2.2"`
-                    // as `= 3.2.2` and `bundle exec` stops on any other ruby, so nixpkgs'
-                    // 3.2.6 must not stand in for it the way it may for `.ruby-version`.
-                    out.push(hint(
-                        req,
-                        HintRole::Range,
-                        true,
-                        &ctx.path("Gemfile"),
-                        u32::try_from(i + 1).ok(),
-                        format!("Gemfile asks for ruby {req}: bundler refuses other rubies"),
-                    ));
+                    let args = line.trim_start().trim_start_matches("ruby ").trim();
+                    let gemfile_line = u32::try_from(i + 1).ok();
+                    if let Some(file) = gemfile_ruby_file(args) {
+                        // `ruby file: ".ruby-version"` (or `File.read(...)`): Bundler reads the
+                        // version from that file and enforces it like a literal one.
+                        let path = ctx.path(file);
+                        let version = ctx.inv.text(&path).and_then(|t| {
+                            if file.ends_with(".tool-versions") {
+                                tool_versions(t, &["ruby"]).map(|(v, l)| (v, Some(l)))
+                            } else {
+                                t.lines()
+                                    .enumerate()
+                                    .find(|(_, l)| !l.trim().is_empty())
+                                    .map(|(n, l)| (l.trim(), u32::try_from(n + 1).ok()))
+                            }
+                        });
+                        if let Some((v, line)) = version {
+                            out.push(hint(
+                                v,
+                                HintRole::Range,
+                                true,
+                                &path,
+                                line,
+                                format!(
+                                    "Gemfile:{} reads ruby {v} from {file}: bundler refuses other rubies",
+                                    gemfile_line.unwrap_or(0)
+                                ),
+                            ));
+                        }
+                    } else if args.starts_with(['"', '\'']) {
+                        let req = args
+                            .split(',')
+                            .next()
+                            .unwrap_or(args)
+                            .trim()
+                            .trim_matches(|c| c == '"' || c == '\'');
+                        // A requirement, not a pin, even when bare: Bundler reads `ruby "3.2.2"`
+                        // as `= 3.2.2` and `bundle exec` stops on any other ruby, so nixpkgs'
+                        // 3.2.6 must not stand in for it the way it may for `.ruby-version`.
+                        out.push(hint(
+                            req,
+                            HintRole::Range,
+                            true,
+                            &ctx.path("Gemfile"),
+                            gemfile_line,
+                            format!("Gemfile asks for ruby {req}: bundler refuses other rubies"),
+                        ));
+                    }
+                    // Any other Ruby expression (`ruby ENV["RUBY"]`) cannot be read without
+                    // running the Gemfile; the other version files still apply.
                 }
             }
         }
@@ -414,6 +448,20 @@ pub fn hints(ctx: &Ctx<'_>, tool: Tool) -> Vec<VersionHint> {
         }
     }
     out
+}
+
+/// The file a Gemfile's `ruby` line takes its version from: `file: ".ruby-version"`,
+/// `file: File.expand_path(".ruby-version", __dir__)` or `File.read(".ruby-version").strip`.
+fn gemfile_ruby_file(args: &str) -> Option<&str> {
+    if !(args.contains("file:") || args.contains("File.read")) {
+        return None;
+    }
+    let start = args.find(['"', '\''])?;
+    let quote = args[start..].chars().next()?;
+    let rest = &args[start + 1..];
+    let end = rest.find(quote)?;
+    let file = rest[..end].trim_start_matches("./");
+    (!file.is_empty() && !file.contains("..")).then_some(file)
 }
 
 /// `FROM` images of the project's own `Dockerfile`, with their lines.

@@ -11,7 +11,7 @@
 //! | node   | `.nvmrc`, `.node-version`, `.tool-versions`, `package.json` `volta.node` | `package.json` `engines.node` (npm only warns) |
 //! | python | `.python-version`, `.tool-versions`, `runtime.txt`, `Pipfile` `python_version` | `requires-python`, Poetry's `python` dependency (enforced by pip) |
 //! | go     | `go.mod` `toolchain`, `.tool-versions` | `go.mod` `go` (enforced by go) |
-//! | ruby   | `.ruby-version`, `.tool-versions`, `Gemfile` `ruby "x"` | — |
+//! | ruby   | `.ruby-version`, `.tool-versions` | `Gemfile` `ruby "x"` or `ruby file: ".ruby-version"` (enforced by bundler) |
 //! | php    | `.tool-versions` | `composer.json` `require.php` (enforced by composer) |
 //! | java   | `.java-version`, `.tool-versions` | Maven/Gradle release level (enforced by javac) |
 //! | elixir | `.tool-versions` | `mix.exs` `elixir:` (enforced by mix) |
