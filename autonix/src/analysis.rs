@@ -109,6 +109,16 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
         }
         .map(|p| sanitize_name(&p))
         .unwrap_or_else(|| sanitize_name(if dir.is_empty() { name } else { dir.as_str() }));
+        if dir.contains(char::REPLACEMENT_CHARACTER) {
+            // The scan replaced bytes that are not UTF-8; a flake is text and cannot name
+            // the real directory.
+            out.error(
+                format!(
+                    "the directory name `{dir}` is not valid UTF-8, so a flake cannot refer to it; rename the directory"
+                ),
+                vec![ev(dir.clone(), "project root")],
+            );
+        }
         projects.push(Project {
             path: if dir.is_empty() {
                 ".".into()

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::detect::nix::path_expr;
 use crate::detect::versions::NIXPKGS_BRANCH;
 use crate::model::{
     Analysis, Ecosystem, EcosystemKind, Evidence, Facts, Finding, Process, ProcessSource, Project,
@@ -35,23 +36,30 @@ const DEFAULT_MEMORY_MB: u32 = 512;
 /// Port assumed when nothing names one.
 const FALLBACK_PORT: u16 = 8080;
 
-/// Generates the flake text, or refuses when the analysis holds errors.
+/// Generates the flake text. A project autonix refuses to guess about is left out, with
+/// its reasons in a comment, so one bad member does not block the others; the flake is
+/// refused only when nothing else is left to build or run.
 pub fn generate(analysis: &Analysis) -> Result<String, FlakeError> {
     let errors: Vec<String> = analysis
         .errors()
         .map(|(p, e)| format!("in {}: {}", p.path, e.message))
         .collect();
-    if !errors.is_empty() {
-        return Err(FlakeError::Refused(errors));
-    }
-    let plans: Vec<Plan<'_>> = analysis.projects.iter().map(Plan::new).collect();
+    let plans: Vec<Plan<'_>> = analysis
+        .projects
+        .iter()
+        .filter(|p| p.errors.is_empty())
+        .map(Plan::new)
+        .collect();
     let useful = plans
         .iter()
         .any(|p| p.builder.is_some() || p.start.is_some() || !p.project.toolchains().is_empty());
     if !useful {
+        if !errors.is_empty() {
+            return Err(FlakeError::Refused(errors));
+        }
         return Err(FlakeError::NothingToBuild);
     }
-    Ok(Writer::new(analysis, &plans).write())
+    Ok(Writer::new(analysis, &plans, &errors).write())
 }
 
 /// How a project's package is built.
@@ -227,21 +235,17 @@ impl<'a> Plan<'a> {
         self.project.toolchain(tool)
     }
 
-    /// `./.` or `./services/api`.
+    /// `./.` or `./services/api`, quoted when the directory name is no Nix path literal.
     fn src(&self) -> String {
-        if self.project.path == "." {
-            "./.".to_string()
-        } else {
-            format!("./{}", self.project.path)
-        }
+        path_expr(&self.project.path)
     }
 
     /// A file of the project as a Nix path: `./Cargo.lock`, `./api/Cargo.lock`.
     fn file(&self, name: &str) -> String {
         if self.project.path == "." {
-            format!("./{name}")
+            path_expr(name)
         } else {
-            format!("./{}/{name}", self.project.path)
+            path_expr(&format!("{}/{name}", self.project.path))
         }
     }
 
@@ -429,12 +433,14 @@ impl Out {
 struct Writer<'a> {
     analysis: &'a Analysis,
     plans: &'a [Plan<'a>],
+    /// Why projects were left out (`in <path>: <reason>`).
+    left_out: &'a [String],
     out: Out,
     rust_overlay: bool,
 }
 
 impl<'a> Writer<'a> {
-    fn new(analysis: &'a Analysis, plans: &'a [Plan<'a>]) -> Writer<'a> {
+    fn new(analysis: &'a Analysis, plans: &'a [Plan<'a>], left_out: &'a [String]) -> Writer<'a> {
         let rust_overlay = plans.iter().any(|p| {
             p.toolchain(Tool::Rust)
                 .is_some_and(|t| t.nixpkgs.starts_with("rust-bin"))
@@ -442,6 +448,7 @@ impl<'a> Writer<'a> {
         Writer {
             analysis,
             plans,
+            left_out,
             out: Out {
                 text: String::new(),
                 depth: 0,
@@ -457,6 +464,11 @@ impl<'a> Writer<'a> {
              comment; `autonix explain` shows the evidence behind each detection.",
             self.analysis.name
         ));
+        for reason in self.left_out {
+            o.comment(&format!(
+                "Left out because autonix refuses to guess: {reason}"
+            ));
+        }
         o.open("{");
         o.line(&format!(
             "description = {};",

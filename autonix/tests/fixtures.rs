@@ -26,10 +26,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Cases whose interesting parts git cannot hold (symlinks, FIFOs, ignored files) are
 /// copied to a temporary directory of the same name and completed there.
-fn prepare(case: &str) -> (Option<tempfile::TempDir>, PathBuf) {
+pub fn prepare(case: &str) -> (Option<tempfile::TempDir>, PathBuf) {
     let source = fixtures().join(case);
     match case {
-        "symlink-loop" | "ignored-and-vendored" => {
+        "symlink-loop" | "ignored-and-vendored" | "monorepo-unsafe-dir-names" => {
             let tmp = tempfile::tempdir().expect("tempdir");
             let root = tmp.path().join(case);
             copy_dir(&source, &root);
@@ -44,6 +44,15 @@ fn prepare(case: &str) -> (Option<tempfile::TempDir>, PathBuf) {
                     .status()
                     .expect("mkfifo runs");
                 assert!(status.success(), "mkfifo failed");
+            } else if case == "monorepo-unsafe-dir-names" {
+                use std::os::unix::ffi::OsStrExt;
+                // Latin-1 `café`: a name git and most tools accept, and no UTF-8.
+                let dir = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+                std::fs::create_dir_all(&dir).expect("mkdir");
+                std::fs::write(dir.join("go.mod"), "module example.com/cafe\n\ngo 1.22\n")
+                    .expect("write");
+                std::fs::write(dir.join("main.go"), "package main\n\nfunc main() {}\n")
+                    .expect("write");
             } else {
                 std::fs::create_dir_all(root.join("generated")).expect("mkdir");
                 std::fs::write(

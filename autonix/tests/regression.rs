@@ -32,3 +32,57 @@ fn gemfile_ruby_file_reads_the_version_file() {
         .expect("the Gemfile's hint names the file it reads");
     assert_eq!(from_gemfile.evidence.file, ".ruby-version");
 }
+
+/// A sub-project in `my app/` gave `src = ./my app;`, and the flake did not parse.
+#[test]
+fn directory_names_that_are_no_nix_path_literals_are_quoted() {
+    let analysis = analyze("monorepo-unsafe-dir-names");
+    let flake = autonix::generate_flake(&analysis).expect("flake");
+    for line in [
+        "src = (./. + \"/my app\");",
+        "src = (./. + \"/a(b)\");",
+        "cargoLock.lockFile = (./. + \"/a(b)/Cargo.lock\");",
+        "src = (./. + \"/x\\\"y\");",
+    ] {
+        assert!(flake.contains(line), "{line} missing in:\n{flake}");
+    }
+    assert!(!flake.contains("./my app"), "{flake}");
+}
+
+/// One member whose node version nixpkgs lacks made autonix refuse the whole monorepo.
+#[test]
+fn one_refused_member_does_not_block_the_others() {
+    let analysis = analyze("monorepo-unsafe-dir-names");
+    let legacy = analysis
+        .projects
+        .iter()
+        .find(|p| p.path == "legacy")
+        .expect("legacy project");
+    assert_eq!(legacy.errors.len(), 1, "{:?}", legacy.errors);
+    let flake = autonix::generate_flake(&analysis).expect("the other members still get a flake");
+    assert!(flake.contains("# Left out because autonix refuses to guess: in legacy: node v14.21.3"));
+    assert!(!flake.contains("legacy = "), "{flake}");
+    assert!(flake.contains("myapp = pkgs.buildGo123Module"), "{flake}");
+}
+
+/// A directory whose name is not UTF-8 became a project at a path with U+FFFD in it, which
+/// names no real directory.
+#[test]
+fn non_utf8_directory_is_refused_with_a_reason() {
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("repo");
+    let dir = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    std::fs::write(dir.join("go.mod"), "module example.com/cafe\n\ngo 1.22\n").expect("write");
+    std::fs::write(dir.join("main.go"), "package main\n\nfunc main() {}\n").expect("write");
+    let analysis = autonix::analyze(&root, &ScanOptions::default()).expect("analysis");
+    let errors: Vec<_> = analysis.errors().map(|(_, e)| e.message.clone()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("is not valid UTF-8"), "{errors:?}");
+    let refused = autonix::generate_flake(&analysis).expect_err("nothing else to build");
+    assert!(
+        refused.to_string().contains("rename the directory"),
+        "{refused}"
+    );
+}

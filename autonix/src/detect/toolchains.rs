@@ -812,7 +812,10 @@ fn resolve_rust(hints: &[VersionHint], out: &mut Out) -> Option<Toolchain> {
         let name = file.rsplit('/').next().unwrap_or(file);
         let expr = if name.starts_with("rust-toolchain") {
             // Honours components and targets listed in the file too.
-            format!("rust-bin.fromRustupToolchainFile ./{}", file)
+            format!(
+                "rust-bin.fromRustupToolchainFile {}",
+                crate::detect::nix::path_expr(file)
+            )
         } else if let Some(v) = &numeric {
             format!("rust-bin.stable.\"{}\".default", full(v))
         } else {
