@@ -24,6 +24,10 @@ pub enum FlakeError {
         "found nothing to build or run: no ecosystem, container or start command was detected"
     )]
     NothingToBuild,
+    #[error(
+        "found nothing to build or run, and {count} paths could not be read (first: {first}); make them readable and run autonix again"
+    )]
+    NothingReadable { count: u64, first: String },
 }
 
 fn format_findings(list: &[String]) -> String {
@@ -56,6 +60,17 @@ pub fn generate(analysis: &Analysis) -> Result<String, FlakeError> {
     if !useful {
         if !errors.is_empty() {
             return Err(FlakeError::Refused(errors));
+        }
+        if analysis.stats.unreadable > 0 {
+            return Err(FlakeError::NothingReadable {
+                count: analysis.stats.unreadable,
+                first: analysis
+                    .stats
+                    .unreadable_examples
+                    .first()
+                    .cloned()
+                    .unwrap_or_default(),
+            });
         }
         return Err(FlakeError::NothingToBuild);
     }

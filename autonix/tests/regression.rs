@@ -86,3 +86,60 @@ fn non_utf8_directory_is_refused_with_a_reason() {
         "{refused}"
     );
 }
+
+/// A package.json larger than the read cap was reported as "not valid JSON": the parser
+/// complained about the cut, not the file.
+#[test]
+fn manifest_cut_off_at_the_read_cap_is_reported_as_cut_off() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("big-manifest");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    // Valid JSON, four times the cap: a huge `files` list as some generated manifests have.
+    let files: Vec<String> = (0..4000)
+        .map(|i| format!("\"dist/chunk-{i:05}.js\""))
+        .collect();
+    let manifest = format!(
+        "{{\n  \"name\": \"big\",\n  \"version\": \"1.0.0\",\n  \"files\": [{}],\n  \"scripts\": {{ \"start\": \"node index.js\" }}\n}}\n",
+        files.join(", ")
+    );
+    std::fs::write(root.join("package.json"), &manifest).expect("write");
+    let options = ScanOptions {
+        max_read_bytes: 16 * 1024,
+        ..ScanOptions::default()
+    };
+    assert!(manifest.len() > 4 * options.max_read_bytes);
+    let analysis = autonix::analyze(&root, &options).expect("analysis");
+    let warnings: Vec<&str> = analysis.projects[0]
+        .warnings
+        .iter()
+        .map(|w| w.message.as_str())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.starts_with(
+            "package.json is larger than the 16 KiB autonix reads of a file, so it was cut off"
+        )),
+        "{warnings:?}"
+    );
+    assert!(
+        !warnings.iter().any(|w| w.contains("not valid JSON")),
+        "{warnings:?}"
+    );
+}
+
+/// With every path unreadable, `flake` said "found nothing to build or run", hiding why.
+#[test]
+fn nothing_found_with_unreadable_paths_says_so() {
+    let mut analysis = analyze("empty-repo");
+    assert!(matches!(
+        autonix::generate_flake(&analysis),
+        Err(autonix::FlakeError::NothingToBuild)
+    ));
+    analysis.stats.unreadable = 2;
+    analysis.stats.unreadable_examples = vec!["src: Permission denied (os error 13)".into()];
+    let refused = autonix::generate_flake(&analysis).expect_err("still nothing to build");
+    assert_eq!(
+        refused.to_string(),
+        "found nothing to build or run, and 2 paths could not be read (first: src: Permission \
+         denied (os error 13)); make them readable and run autonix again"
+    );
+}

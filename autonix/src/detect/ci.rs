@@ -2,7 +2,7 @@
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::detect::{ev, ev_line, line_of};
+use crate::detect::{ev, ev_line, line_of, parse_failure};
 use crate::model::{confidence, CiSystem, Detection, Evidence, Facts, Finding};
 use crate::scan::Inventory;
 
@@ -135,7 +135,7 @@ pub fn detect(inv: &Inventory) -> CiReport {
             Ok(d) => d,
             Err(e) => {
                 report.warnings.push(Finding {
-                    message: format!("{path} is not valid YAML ({e})"),
+                    message: parse_failure(inv, path, "YAML", e),
                     evidence: vec![ev(path, "invalid YAML")],
                 });
                 continue;
@@ -224,7 +224,7 @@ pub fn detect(inv: &Inventory) -> CiReport {
                 });
             }
             Err(e) => report.warnings.push(Finding {
-                message: format!("{path} is not valid YAML ({e})"),
+                message: parse_failure(inv, path, "YAML", e),
                 evidence: vec![ev(path, "invalid YAML")],
             }),
         }

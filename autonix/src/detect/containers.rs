@@ -2,7 +2,7 @@
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::detect::{ev, ev_line, line_of, parse_failure, Ctx, Out};
 use crate::model::{confidence, Container, Facts, NixosService, Process, ProcessSource, Service};
 
 /// Dockerfile instructions as (first line, KEYWORD, arguments), continuations joined.
@@ -307,7 +307,7 @@ fn compose(ctx: &Ctx<'_>, path: &str, text: &str, out: &mut Out) {
         Ok(d) => d,
         Err(e) => {
             out.warn(
-                format!("{path} is not valid YAML ({e})"),
+                parse_failure(ctx.inv, path, "YAML", e),
                 vec![ev(path, "invalid YAML")],
             );
             return;

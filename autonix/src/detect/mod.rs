@@ -18,6 +18,8 @@ pub mod rust;
 pub mod toolchains;
 pub mod versions;
 
+use std::fmt;
+
 use crate::model::{Detection, Evidence, Facts, Finding};
 use crate::scan::{FileRecord, Inventory};
 
@@ -184,4 +186,22 @@ pub fn tool_versions<'t>(text: &'t str, names: &[&str]) -> Option<(&'t str, u32)
         }
     }
     None
+}
+
+/// Why the text of `path` did not parse as `format`: cut off at the read cap (then the
+/// parser's complaint is about the cut, not the file), or the parser's own message.
+pub fn parse_failure(
+    inv: &Inventory,
+    path: &str,
+    format: &str,
+    detail: impl fmt::Display,
+) -> String {
+    if inv.is_truncated(path) {
+        format!(
+            "{path} is larger than the {} KiB autonix reads of a file, so it was cut off and cannot be read as {format}",
+            inv.read_cap / 1024
+        )
+    } else {
+        format!("{path} is not valid {format} ({detail})")
+    }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::detect::{ev, ev_line, line_of, parse_failure, Ctx, Out};
 use crate::model::{
     confidence, Ecosystem, EcosystemKind, Facts, Process, ProcessSource, TestCommand, TestSource,
 };
@@ -29,7 +29,10 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         Ok(v) => v,
         Err(e) => {
             out.warn(
-                format!("{manifest} is not valid JSON ({e}); package details unknown"),
+                format!(
+                    "{}; package details unknown",
+                    parse_failure(ctx.inv, &manifest, "JSON", e)
+                ),
                 vec![ev(&manifest, "invalid JSON")],
             );
             out.add(

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::detect::{ev, ev_line, line_of, parse_failure, Ctx, Out};
 use crate::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
@@ -23,7 +23,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     }
     let json: Value = serde_json::from_str(text).unwrap_or_else(|e| {
         out.warn(
-            format!("{manifest} is not valid JSON ({e})"),
+            parse_failure(ctx.inv, &manifest, "JSON", e),
             vec![ev(&manifest, "invalid JSON")],
         );
         Value::Null

@@ -2,7 +2,7 @@
 //! plain requirements files.
 
 use crate::detect::toolchains::between;
-use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::detect::{ev, ev_line, line_of, parse_failure, Ctx, Out};
 use crate::model::{
     confidence, Ecosystem, EcosystemKind, Evidence, Facts, TestCommand, TestSource,
 };
@@ -67,7 +67,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             Ok(d) => d,
             Err(e) => {
                 out.warn(
-                    format!("{manifest} does not parse as TOML ({})", e.message()),
+                    parse_failure(ctx.inv, &manifest, "TOML", e.message()),
                     vec![ev(&manifest, "invalid TOML")],
                 );
                 toml::Value::Table(Default::default())

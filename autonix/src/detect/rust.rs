@@ -1,6 +1,6 @@
 //! Cargo packages and workspaces.
 
-use crate::detect::{ev, ev_line, line_of, Ctx, Out};
+use crate::detect::{ev, ev_line, line_of, parse_failure, Ctx, Out};
 use crate::model::{
     confidence, Ecosystem, EcosystemKind, Evidence, Facts, TestCommand, TestSource,
 };
@@ -17,8 +17,8 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         Err(e) => {
             out.warn(
                 format!(
-                    "{manifest} does not parse as TOML ({}); package details unknown",
-                    e.message()
+                    "{}; package details unknown",
+                    parse_failure(ctx.inv, &manifest, "TOML", e.message())
                 ),
                 vec![ev(&manifest, "invalid TOML")],
             );
@@ -99,11 +99,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         match ctx.text(&path).map(toml::from_str::<toml::Value>) {
             Some(Ok(member)) => crates.push((dir.clone(), member)),
             Some(Err(e)) => out.warn(
-                format!(
-                    "{} does not parse as TOML ({})",
-                    ctx.path(&path),
-                    e.message()
-                ),
+                parse_failure(ctx.inv, &ctx.path(&path), "TOML", e.message()),
                 vec![ev(ctx.path(&path), "invalid TOML")],
             ),
             None => out.warn(

@@ -117,12 +117,23 @@ pub struct Inventory {
     pub texts: BTreeMap<String, String>,
     /// Skipped vendored/generated directories, relative and sorted (`vendor/` matters to Go).
     pub skipped_dirs: Vec<String>,
+    /// Kept texts that were cut off at the read cap, sorted: they may not parse.
+    pub truncated_texts: Vec<String>,
+    /// How many bytes of one file the scan reads at most.
+    pub read_cap: usize,
     pub stats: ScanStats,
 }
 
 impl Inventory {
     pub fn text(&self, path: &str) -> Option<&str> {
         self.texts.get(path).map(String::as_str)
+    }
+
+    /// Whether the kept text of `path` is only the first [`Inventory::read_cap`] bytes.
+    pub fn is_truncated(&self, path: &str) -> bool {
+        self.truncated_texts
+            .binary_search_by(|p| p.as_str().cmp(path))
+            .is_ok()
     }
 
     pub fn has_file(&self, path: &str) -> bool {
@@ -154,6 +165,12 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Inventory, ScanError> 
     if !meta.is_dir() {
         return Err(ScanError::NotADirectory(root.to_path_buf()));
     }
+    // The walk reports an unreadable root as one problem among its files and finds
+    // nothing; that would read as an empty repository.
+    std::fs::read_dir(root).map_err(|source| ScanError::Root {
+        path: root.to_path_buf(),
+        source,
+    })?;
     let skipped = Arc::new(Mutex::new(SkipLog::default()));
     let skipped_in_filter = Arc::clone(&skipped);
     let mut builder = WalkBuilder::new(root);
@@ -190,6 +207,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Inventory, ScanError> 
 
     let mut files = Vec::new();
     let mut texts = BTreeMap::new();
+    let mut truncated_texts = Vec::new();
     let mut stats = ScanStats::default();
     let mut unreadable = Vec::new();
     let parts = match Arc::try_unwrap(collector.results) {
@@ -199,6 +217,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Inventory, ScanError> 
     for part in parts {
         files.extend(part.files);
         texts.extend(part.texts);
+        truncated_texts.extend(part.truncated_texts);
         stats.binary_files += part.stats.binary_files;
         stats.symlinks += part.stats.symlinks;
         stats.special_files += part.stats.special_files;
@@ -218,11 +237,14 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Inventory, ScanError> 
     skipped_dirs.sort();
     stats.skipped_dirs = skipped_dirs.len() as u64;
     stats.skipped_dir_examples = skipped_dirs.iter().take(LISTED_PROBLEMS).cloned().collect();
+    truncated_texts.sort();
     Ok(Inventory {
         root: root.to_path_buf(),
         files,
         texts,
         skipped_dirs,
+        truncated_texts,
+        read_cap: collector.max_read,
         stats,
     })
 }
@@ -237,6 +259,7 @@ struct SkipLog {
 struct Part {
     files: Vec<FileRecord>,
     texts: Vec<(String, String)>,
+    truncated_texts: Vec<String>,
     stats: ScanStats,
     unreadable: Vec<String>,
 }
@@ -376,13 +399,17 @@ impl Visitor {
                 } else {
                     // Only a read up to the cap is a look at the whole file; the shebang
                     // sniff of an extension-less file never meant to be one.
-                    if filled > limit && limit == self.max_read {
+                    let truncated = filled > limit && limit == self.max_read;
+                    if truncated {
                         self.part.stats.truncated_files += 1;
                     }
                     if record.language.is_some() && self.count_lines {
                         record.lines = count_lines(bytes);
                     }
                     if keep_text {
+                        if truncated {
+                            self.part.truncated_texts.push(rel.clone());
+                        }
                         let text = String::from_utf8_lossy(bytes).into_owned();
                         self.part.texts.push((rel, text));
                     }
