@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::detect::toolchains::{dockerfile_images, image_tool};
 use crate::detect::{self, ci, ev, Ctx, Out};
 use crate::model::{
-    confidence, Analysis, Detection, EcosystemKind, Facts, Project, TestCommand, TestSource, Tool,
-    SCHEMA_VERSION,
+    confidence, Analysis, Detection, EcosystemKind, Evidence, Facts, Project, TestCommand,
+    TestSource, Tool, SCHEMA_VERSION,
 };
 use crate::scan::manifests::{root_marker, RootMarker};
 use crate::scan::Inventory;
@@ -42,7 +42,7 @@ pub fn sanitize_name(raw: &str) -> String {
 
 /// The analysis of an inventory; `name` is the repository's name.
 pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
-    let roots = project_roots(inv);
+    let (roots, test_data) = project_roots(inv);
     // Files go to the deepest project root containing them. Files come sorted by path, so
     // those of one directory are neighbours and the root is looked up once per directory.
     let index_of: BTreeMap<&str, usize> = roots
@@ -88,6 +88,7 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
         detect::nix::detect(&ctx, &mut out);
         detect::containers::detect(&ctx, &mut out);
         detect::frameworks::detect(&ctx, &mut out);
+        detect::listen::detect(&ctx, &mut out);
         let tools = tools_needed(&ctx, &out);
         detect::toolchains::detect(&ctx, &tools, &mut out);
         languages(&ctx, &mut out);
@@ -109,6 +110,28 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
         }
         .map(|p| sanitize_name(&p))
         .unwrap_or_else(|| sanitize_name(if dir.is_empty() { name } else { dir.as_str() }));
+        let skipped: Vec<&String> = test_data
+            .iter()
+            .filter(|t| {
+                nearest_root(&format!("{t}/x"), |d| index_of.contains_key(d)) == dir.as_str()
+            })
+            .collect();
+        if let Some(first) = skipped.first() {
+            let evidence: Vec<Evidence> = skipped
+                .iter()
+                .take(3)
+                .map(|t| ev((*t).clone(), "manifest in a test-data directory"))
+                .collect();
+            out.warn(
+                format!(
+                    "{} director{} with a manifest under test-data directories (first: {first}) {} taken as test data, not as projects",
+                    skipped.len(),
+                    if skipped.len() == 1 { "y" } else { "ies" },
+                    if skipped.len() == 1 { "is" } else { "are" },
+                ),
+                evidence,
+            );
+        }
         if dir.contains(char::REPLACEMENT_CHARACTER) {
             // The scan replaced bytes that are not UTF-8; a flake is text and cannot name
             // the real directory.
@@ -174,8 +197,32 @@ fn nearest_root(path: &str, is_root: impl Fn(&str) -> bool) -> &str {
     ""
 }
 
-/// Project roots, parents before children; `""` (the repository root) always first.
-fn project_roots(inv: &Inventory) -> Vec<String> {
+/// Directory names that hold test data: manifests below them describe inputs to the tests
+/// of the project around them (a fixture repository, a sample package), not projects.
+const TEST_DATA_DIRS: &[&str] = &[
+    "fixtures",
+    "fixture",
+    "__fixtures__",
+    "test-fixtures",
+    "test_fixtures",
+    "testdata",
+    "test-data",
+    "test_data",
+    "__snapshots__",
+    "__mocks__",
+    "__tests__",
+    "test",
+    "tests",
+];
+
+/// Whether `dir` lies in a test-data directory (see [`TEST_DATA_DIRS`]).
+fn is_test_data(dir: &str) -> bool {
+    dir.split('/').any(|part| TEST_DATA_DIRS.contains(&part))
+}
+
+/// Project roots, parents before children; `""` (the repository root) always first. The
+/// second list holds the directories with a manifest that were taken as test data.
+fn project_roots(inv: &Inventory) -> (Vec<String>, Vec<String>) {
     let mut markers: BTreeMap<String, BTreeMap<String, RootMarker>> = BTreeMap::new();
     for f in &inv.files {
         let (dir, file) = f.path.rsplit_once('/').unwrap_or(("", f.path.as_str()));
@@ -188,8 +235,13 @@ fn project_roots(inv: &Inventory) -> Vec<String> {
     }
     let mut roots: Vec<String> = vec![String::new()];
     let mut accepted: BTreeSet<String> = BTreeSet::new();
+    let mut test_data = Vec::new();
     for (dir, names) in &markers {
         if dir.is_empty() {
+            continue;
+        }
+        if is_test_data(dir) && names.values().any(|m| *m == RootMarker::Manifest) {
+            test_data.push(dir.clone());
             continue;
         }
         let probe = format!("{dir}/x");
@@ -233,7 +285,7 @@ fn project_roots(inv: &Inventory) -> Vec<String> {
             accepted.insert(dir.clone());
         }
     }
-    roots
+    (roots, test_data)
 }
 
 fn join(dir: &str, name: &str) -> String {

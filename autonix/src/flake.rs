@@ -37,7 +37,7 @@ fn format_findings(list: &[String]) -> String {
 /// Resources every generated VM gets; deliberately small, stated in the flake.
 const DEFAULT_CPU: u32 = 1;
 const DEFAULT_MEMORY_MB: u32 = 512;
-/// Port assumed when nothing names one.
+/// Port given to a process that listens on whatever `$PORT` says.
 const FALLBACK_PORT: u16 = 8080;
 
 /// Generates the flake text. A project autonix refuses to guess about is left out, with
@@ -218,7 +218,38 @@ impl<'a> Plan<'a> {
             port_in_command(&p.command)
                 .map(|port| (port, format!("the start command names port {port}")))
         });
-        let port = explicit_port.or(command_port).or(framework_port);
+        let mut port = explicit_port.or(command_port).or(framework_port);
+        // A serving framework whose port nothing names (actix-web, echo): it serves, the
+        // port is a guess and the flake says so.
+        if port.is_none() {
+            port = project.facts().find_map(|f| match f {
+                Facts::Framework { framework, .. } => Some((
+                    FALLBACK_PORT,
+                    format!(
+                        "assumed: {} serves but nothing names its port, so {FALLBACK_PORT} (change it here)",
+                        framework.name()
+                    ),
+                )),
+                _ => None,
+            });
+        }
+        // A Procfile `web` process, or a command that reads $PORT, serves on the port it
+        // is given: Procurator gives it one.
+        if port.is_none() {
+            if let Some((p, e)) = start {
+                let reads_port = p.command.contains("$PORT") || p.command.contains("${PORT}");
+                if reads_port || (p.name == "web" && p.source == ProcessSource::Procfile) {
+                    port = Some((
+                        FALLBACK_PORT,
+                        format!(
+                            "{} at {} listens on $PORT, set to {FALLBACK_PORT} here",
+                            e.reason,
+                            location(e)
+                        ),
+                    ));
+                }
+            }
+        }
         let mut tests: Vec<(&TestCommand, &Evidence)> = project
             .detections
             .iter()
@@ -270,8 +301,17 @@ impl<'a> Plan<'a> {
             .unwrap_or_else(|| "0.1.0".to_string())
     }
 
-    /// Whether a VM runs this project, and the package attribute and program it runs.
+    /// Whether a VM runs this project, and the package attribute and program it runs: only
+    /// with evidence that it serves (a port from configuration, its start command, a serving
+    /// framework or a listen call, or a Procfile `web` entry). A CLI tool, an example
+    /// program or a background job gets a package and no deployment.
     fn runnable(&self) -> Option<(String, String)> {
+        self.port.as_ref()?;
+        self.program()
+    }
+
+    /// The package attribute and program that would run this project.
+    fn program(&self) -> Option<(String, String)> {
         if let Some((b, eco)) = self.builder {
             if b.runs_own_binary() {
                 let program = self.main_program(b, eco)?;
@@ -301,6 +341,18 @@ impl<'a> Plan<'a> {
                         }
                     })
                     .collect();
+                // The main package with a listen call is the server among several.
+                let prefix = format!("{}/", self.project.path);
+                let listening = self.project.detections.iter().find_map(|d| match d.facts {
+                    Facts::Port { .. } => d.evidence.first().and_then(|e| {
+                        let local = e.file.strip_prefix(&prefix).unwrap_or(&e.file);
+                        local.strip_suffix("/main.go")
+                    }),
+                    _ => None,
+                });
+                if let Some(i) = listening.and_then(|l| eco.binaries.iter().position(|d| d == l)) {
+                    return bins.get(i).cloned();
+                }
                 bins.iter()
                     .find(|b| *b == self.name())
                     .or(bins.first())
@@ -848,8 +900,24 @@ impl<'a> Writer<'a> {
             .iter()
             .filter_map(|p| p.runnable().map(|(pkg, prog)| (p, pkg, prog)))
             .collect();
+        let mut not_deployed = false;
+        for plan in self.plans {
+            if plan.port.is_none() {
+                if let Some((_, program)) = plan.program() {
+                    o.comment(&format!(
+                        "Not deployed: {} runs `{program}`, but nothing shows it serves (no serving \
+                         framework, declared port, listen call or Procfile `web` entry); add it to \
+                         `vms` if it does.",
+                        plan.name()
+                    ));
+                    not_deployed = true;
+                }
+            }
+        }
         if runnable.is_empty() {
-            o.comment("Nothing here runs as a service: no start command, Procfile or server binary was found.");
+            if !not_deployed {
+                o.comment("Nothing here runs as a service: no start command, Procfile or server binary was found.");
+            }
             o.line("vms = { };");
             o.close("};");
             return;
@@ -859,10 +927,9 @@ impl<'a> Writer<'a> {
             if i > 0 {
                 o.line("");
             }
-            let (port, why) = plan.port.clone().unwrap_or((
-                FALLBACK_PORT,
-                format!("assumed: nothing names a port, so {FALLBACK_PORT} (set PORT or change it here)"),
-            ));
+            let Some((port, why)) = plan.port.clone() else {
+                continue;
+            };
             if let Some((p, e)) = plan.start {
                 o.comment(&format!("Runs `{}` from {}.", p.command, location(e)));
             }

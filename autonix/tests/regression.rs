@@ -143,3 +143,65 @@ fn nothing_found_with_unreadable_paths_says_so() {
          denied (os error 13)); make them readable and run autonix again"
     );
 }
+
+fn flake(case: &str) -> String {
+    autonix::generate_flake(&analyze(case)).expect("flake")
+}
+
+/// Every executable became an HTTP service on an assumed port 8080, a CLI tool's binary too.
+#[test]
+fn a_binary_without_evidence_of_serving_is_not_deployed() {
+    let flake = flake("c-cmake");
+    assert!(
+        flake.contains("# Not deployed: calc runs `calc`, but nothing shows it serves"),
+        "{flake}"
+    );
+    assert!(flake.contains("vms = { };"), "{flake}");
+    assert!(!flake.contains("port = 8080"), "{flake}");
+}
+
+/// A library's example programs became services, and the port named in their
+/// `ListenAndServe(":3333")` was ignored for an assumed 8080.
+#[test]
+fn go_listen_call_names_the_port_and_examples_are_not_built() {
+    let analysis = analyze("go-server-and-examples");
+    let go = analysis.projects[0]
+        .ecosystems()
+        .next()
+        .expect("Go ecosystem");
+    assert_eq!(go.binaries, ["cmd/migrate", "cmd/server"]);
+    let flake = autonix::generate_flake(&analysis).expect("flake");
+    assert!(flake.contains("exec = \"bin/server\";"), "{flake}");
+    assert!(flake.contains("ports.http.guest = 3333;"), "{flake}");
+    assert!(
+        flake.contains("# Port 3333: listens on port 3333 (`ListenAndServe(\":3333\", r)`) at"),
+        "{flake}"
+    );
+    assert!(!flake.contains("8081"), "{flake}");
+}
+
+/// Container-only paths leaked into commands (`/usr/bin/tini -- node server.js`), and the
+/// evidence cited a dev stage's `CMD` instead of the final stage's.
+#[test]
+fn dockerfile_command_is_the_final_stage_without_container_wrappers() {
+    let analysis = analyze("node-dockerfile-stages");
+    let (process, evidence) = analysis.projects[0]
+        .detections
+        .iter()
+        .find_map(|d| match &d.facts {
+            autonix::Facts::Process(p) => Some((p, &d.evidence[0])),
+            _ => None,
+        })
+        .expect("a start command");
+    assert_eq!(process.command, "node server.js");
+    assert_eq!(
+        (evidence.file.as_str(), evidence.line),
+        ("Dockerfile", Some(14))
+    );
+    let port = analysis.projects[0]
+        .detections
+        .iter()
+        .find(|d| matches!(d.facts, autonix::Facts::Port { port: 3000 }))
+        .expect("EXPOSE 3000");
+    assert_eq!(port.evidence[0].line, Some(12));
+}

@@ -75,7 +75,15 @@ fn command_line(args: &str) -> String {
     args.to_string()
 }
 
-fn parse_dockerfile(path: &str, text: &str) -> Container {
+/// Lines of the final stage's instructions, so evidence points at the stage that runs and
+/// not at a build or dev stage's `CMD`.
+#[derive(Default)]
+struct FinalLines {
+    command: Option<u32>,
+    expose: Option<u32>,
+}
+
+fn parse_dockerfile(path: &str, text: &str) -> (Container, FinalLines) {
     let mut container = Container {
         file: path.to_string(),
         base_images: Vec::new(),
@@ -83,9 +91,10 @@ fn parse_dockerfile(path: &str, text: &str) -> Container {
         command: None,
         workdir: None,
     };
+    let mut lines = FinalLines::default();
     let mut entrypoint = None;
     let mut cmd = None;
-    for (_, keyword, args) in instructions(text) {
+    for (line, keyword, args) in instructions(text) {
         match keyword.as_str() {
             "FROM" => {
                 if let Some(image) = args.split_whitespace().find(|w| !w.starts_with("--")) {
@@ -96,6 +105,7 @@ fn parse_dockerfile(path: &str, text: &str) -> Container {
                 entrypoint = None;
                 cmd = None;
                 container.workdir = None;
+                lines = FinalLines::default();
             }
             "EXPOSE" => {
                 for p in args.split_whitespace() {
@@ -103,9 +113,16 @@ fn parse_dockerfile(path: &str, text: &str) -> Container {
                         container.exposed_ports.push(port);
                     }
                 }
+                lines.expose.get_or_insert(line);
             }
-            "CMD" => cmd = Some(command_line(&args)),
-            "ENTRYPOINT" => entrypoint = Some(command_line(&args)),
+            "CMD" => {
+                cmd = Some(command_line(&args));
+                lines.command = Some(line);
+            }
+            "ENTRYPOINT" => {
+                entrypoint = Some(command_line(&args));
+                lines.command.get_or_insert(line);
+            }
             "WORKDIR" => container.workdir = Some(args.clone()),
             _ => {}
         }
@@ -115,7 +132,68 @@ fn parse_dockerfile(path: &str, text: &str) -> Container {
         (Some(e), None) => Some(e),
         (None, c) => c,
     };
-    container
+    (container, lines)
+}
+
+/// Init wrappers that only exist to reap zombies inside a container.
+const INIT_WRAPPERS: &[&str] = &["tini", "dumb-init", "catatonit"];
+
+/// A container's command as it would run from the sources: init wrappers and the image's
+/// entrypoint script dropped, paths under `WORKDIR` made relative. `Err` names the part
+/// that exists only inside the image (or says the command is just a shell).
+fn host_command(command: &str, workdir: Option<&str>) -> Result<(String, Vec<String>), String> {
+    let mut words: Vec<&str> = command.split_whitespace().collect();
+    let mut dropped = Vec::new();
+    loop {
+        let Some(first) = words.first().copied() else {
+            return Err("it is empty once the container's wrappers are left out".into());
+        };
+        let base = first.rsplit('/').next().unwrap_or(first);
+        if INIT_WRAPPERS.contains(&base) {
+            dropped.push(first.to_string());
+            words.remove(0);
+            while words.first().is_some_and(|w| w.starts_with('-')) {
+                words.remove(0);
+            }
+            continue;
+        }
+        if base.contains("docker-entrypoint") || base == "entrypoint.sh" {
+            dropped.push(first.to_string());
+            words.remove(0);
+            continue;
+        }
+        break;
+    }
+    let first = words[0];
+    let base = first.rsplit('/').next().unwrap_or(first);
+    if words.len() == 1 && matches!(base, "sh" | "bash" | "ash" | "zsh") {
+        return Err(format!(
+            "`{first}` only opens a shell: the image is a build or tool image"
+        ));
+    }
+    let mut rest: Vec<String> = words.iter().map(|w| (*w).to_string()).collect();
+    if first.starts_with('/') {
+        let under_workdir = workdir
+            .map(|w| w.trim_end_matches('/'))
+            .filter(|w| w.starts_with('/') && w.len() > 1)
+            .and_then(|w| first.strip_prefix(w))
+            .and_then(|r| r.strip_prefix('/'));
+        let system = [
+            "/bin/",
+            "/usr/bin/",
+            "/usr/local/bin/",
+            "/sbin/",
+            "/usr/sbin/",
+        ]
+        .iter()
+        .any(|d| first.starts_with(d));
+        match under_workdir {
+            Some(rel) => rest[0] = format!("./{rel}"),
+            None if system => rest[0] = base.to_string(),
+            None => return Err(format!("`{first}` exists only inside the image")),
+        }
+    }
+    Ok((rest.join(" "), dropped))
 }
 
 /// The NixOS service replacing a well-known image, with its usual port.
@@ -218,7 +296,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         let Some(text) = ctx.inv.text(path) else {
             continue;
         };
-        let container = parse_dockerfile(path, text);
+        let (container, lines) = parse_dockerfile(path, text);
         let main = path == &ctx.path("Dockerfile") || path == &ctx.path("Containerfile");
         let final_image = container.base_images.last().cloned().unwrap_or_default();
         let mut evidence = Vec::new();
@@ -230,26 +308,43 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
                 out.add(
                     format!("port {port}"),
                     confidence::HIGH,
-                    vec![ev_line(
-                        path,
-                        line_of(text, "EXPOSE"),
-                        format!("EXPOSE {port}"),
-                    )],
+                    vec![ev_line(path, lines.expose, format!("EXPOSE {port}"))],
                     Facts::Port { port: *port },
                 );
             }
             if let Some(command) = &container.command {
-                let line = line_of(text, "CMD").or_else(|| line_of(text, "ENTRYPOINT"));
-                out.add(
-                    command.clone(),
-                    confidence::HIGH,
-                    vec![ev_line(path, line, "the container's start command")],
-                    Facts::Process(Process {
-                        name: "web".into(),
-                        command: command.clone(),
-                        source: ProcessSource::Dockerfile,
-                    }),
-                );
+                match host_command(command, container.workdir.as_deref()) {
+                    Ok((host, dropped)) => {
+                        let reason = if dropped.is_empty() {
+                            "the container's start command".to_string()
+                        } else {
+                            format!(
+                                "the container's start command without {} (container-only)",
+                                dropped.join(" and ")
+                            )
+                        };
+                        out.add(
+                            host.clone(),
+                            confidence::HIGH,
+                            vec![ev_line(path, lines.command, reason)],
+                            Facts::Process(Process {
+                                name: "web".into(),
+                                command: host,
+                                source: ProcessSource::Dockerfile,
+                            }),
+                        );
+                    }
+                    Err(why) => out.warn(
+                        format!(
+                            "{path}'s command `{command}` is not used as a start command: {why}"
+                        ),
+                        vec![ev_line(
+                            path,
+                            lines.command,
+                            "the container's start command",
+                        )],
+                    ),
+                }
             }
         }
         out.add(
@@ -381,10 +476,13 @@ mod tests {
         let text = "FROM rust:1.75 AS build\nRUN cargo build\nEXPOSE 9999\n\n\
                     FROM debian:bookworm-slim\nCOPY --from=build /app /app\nEXPOSE 8080/tcp 9090\n\
                     ENTRYPOINT [\"/app\"]\nCMD [\"--port\", \"8080\"]\n";
-        let c = parse_dockerfile("Dockerfile", text);
+        let (c, lines) = parse_dockerfile("Dockerfile", text);
         assert_eq!(c.base_images, ["rust:1.75", "debian:bookworm-slim"]);
         assert_eq!(c.exposed_ports, [8080, 9090]);
         assert_eq!(c.command.as_deref(), Some("/app --port 8080"));
+        // Evidence cites the final stage, not the build stage's EXPOSE at line 3.
+        assert_eq!(lines.expose, Some(7));
+        assert_eq!(lines.command, Some(9));
         assert_eq!(
             from_lines(text),
             [
@@ -397,8 +495,58 @@ mod tests {
     #[test]
     fn continuation_lines_are_joined() {
         let text = "FROM python:3.11\nCMD gunicorn \\\n  # a comment inside\n  app:app\n";
-        let c = parse_dockerfile("Dockerfile", text);
+        let (c, _) = parse_dockerfile("Dockerfile", text);
         assert_eq!(c.command.as_deref(), Some("gunicorn  app:app"));
+    }
+
+    #[test]
+    fn container_only_parts_of_commands() {
+        let cases = [
+            ("node server.js", None, Ok("node server.js")),
+            (
+                "/usr/bin/tini -- node server.js",
+                None,
+                Ok("node server.js"),
+            ),
+            (
+                "dumb-init --single-child node server.js",
+                None,
+                Ok("node server.js"),
+            ),
+            (
+                "/rails/bin/docker-entrypoint ./bin/thrust ./bin/rails server",
+                Some("/rails"),
+                Ok("./bin/thrust ./bin/rails server"),
+            ),
+            (
+                "/app/bin/serve --port 80",
+                Some("/app/"),
+                Ok("./bin/serve --port 80"),
+            ),
+            (
+                "/usr/local/bin/gunicorn app:app",
+                None,
+                Ok("gunicorn app:app"),
+            ),
+            (
+                "/app --port 8080",
+                None,
+                Err("`/app` exists only inside the image"),
+            ),
+            (
+                "bash",
+                None,
+                Err("`bash` only opens a shell: the image is a build or tool image"),
+            ),
+        ];
+        for (command, workdir, want) in cases {
+            let got = host_command(command, workdir).map(|(c, _)| c);
+            assert_eq!(
+                got.as_deref(),
+                want.map_err(String::from).as_deref(),
+                "{command}"
+            );
+        }
     }
 
     #[test]

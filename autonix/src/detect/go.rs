@@ -1,7 +1,7 @@
 //! Go modules.
 
 use crate::detect::toolchains::directive;
-use crate::detect::{ev, Ctx, Out};
+use crate::detect::{ev, in_example_or_test_dir, Ctx, Out};
 use crate::model::{confidence, Ecosystem, EcosystemKind, Facts, TestCommand, TestSource};
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
@@ -55,6 +55,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     eco.dependencies.sort();
     eco.dependencies.dedup();
     // Main packages: a `main.go` declaring `package main` marks one.
+    let mut examples = 0;
     for f in ctx.find(|p| p == "main.go" || p.ends_with("/main.go")) {
         let Some(src) = ctx.inv.text(&f.path) else {
             continue;
@@ -68,11 +69,21 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             continue;
         }
         let local = ctx.local(&f.path);
+        if in_example_or_test_dir(local) {
+            examples += 1;
+            continue;
+        }
         let dir = local.strip_suffix("/main.go").unwrap_or(".");
         eco.binaries.push(dir.to_string());
         evidence.push(ev(&f.path, "package main"));
     }
     eco.binaries.sort();
+    if examples > 0 {
+        evidence.push(ev(
+            &manifest,
+            format!("{examples} main package(s) under example or test directories are not built"),
+        ));
+    }
     let what = format!(
         "Go module {}",
         eco.package.as_deref().unwrap_or("(unnamed)")

@@ -8,6 +8,7 @@ pub mod elixir;
 pub mod frameworks;
 pub mod go;
 pub mod java;
+pub mod listen;
 pub mod native;
 pub mod nix;
 pub mod node;
@@ -204,4 +205,19 @@ pub fn parse_failure(
     } else {
         format!("{path} is not valid {format} ({detail})")
     }
+}
+
+/// Whether a project-relative file lies in a directory of examples or test data, or one
+/// the Go tool ignores (`_x`, `.x`, `testdata`): programs there are not the project's own.
+pub fn in_example_or_test_dir(rel: &str) -> bool {
+    let Some((dir, _)) = rel.rsplit_once('/') else {
+        return false;
+    };
+    dir.split('/').any(|part| {
+        matches!(
+            part,
+            "example" | "examples" | "testdata" | "test" | "tests" | "fixtures" | "benches"
+        ) || part.starts_with('_')
+            || part.starts_with('.')
+    })
 }
