@@ -205,3 +205,25 @@ fn dockerfile_command_is_the_final_stage_without_container_wrappers() {
         .expect("EXPOSE 3000");
     assert_eq!(port.evidence[0].line, Some(12));
 }
+
+/// Test fixtures and test data became projects: 101 of one repository's 102 "projects"
+/// were under `tests/fixtures/`, and a fixture `package.json` without a lockfile became a
+/// `buildNpmPackage` that cannot evaluate.
+#[test]
+fn manifests_in_test_data_directories_are_not_projects() {
+    let analysis = analyze("test-data-not-projects");
+    let paths: Vec<&str> = analysis.projects.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["."]);
+    let warning = analysis.projects[0]
+        .warnings
+        .iter()
+        .find(|w| w.message.contains("taken as test data"))
+        .expect("the skipped directories are reported");
+    assert!(
+        warning.message.starts_with("4 directories with a manifest under test-data directories (first: __fixtures__/plugin)"),
+        "{}",
+        warning.message
+    );
+    let flake = autonix::generate_flake(&analysis).expect("flake");
+    assert!(!flake.contains("fixture-app"), "{flake}");
+}
