@@ -227,3 +227,48 @@ fn manifests_in_test_data_directories_are_not_projects() {
     let flake = autonix::generate_flake(&analysis).expect("flake");
     assert!(!flake.contains("fixture-app"), "{flake}");
 }
+
+fn refusal(case: &str) -> String {
+    autonix::generate_flake(&analyze(case))
+        .expect_err("autonix refuses")
+        .to_string()
+}
+
+/// A Haskell/Cabal tool got a flake from its language count alone.
+#[test]
+fn haskell_cabal_is_reported_unsupported() {
+    let refused = refusal("haskell-cabal");
+    assert!(
+        refused.contains(
+            "wordfreq.cabal makes this a Haskell project, which autonix cannot build yet"
+        ),
+        "{refused}"
+    );
+}
+
+/// A .NET web API got no toolchain and a flake that could not build it.
+#[test]
+fn dotnet_is_reported_unsupported() {
+    let refused = refusal("dotnet-webapi");
+    assert!(
+        refused.contains("Inventory.Api.csproj makes this a .NET project"),
+        "{refused}"
+    );
+}
+
+/// A Hugo site's go.mod (Hugo Modules) was read as a Go program: `go test ./...` on a
+/// repository with no .go file, and the HUGO_VERSION pin was never seen.
+#[test]
+fn hugo_site_is_unsupported_and_its_go_mod_is_no_go_program() {
+    let analysis = analyze("hugo-site-modules");
+    let project = &analysis.projects[0];
+    assert_eq!(project.ecosystems().count(), 0);
+    assert!(!project
+        .facts()
+        .any(|f| matches!(f, autonix::Facts::Test(t) if t.command.starts_with("go "))));
+    let refused = refusal("hugo-site-modules");
+    assert!(
+        refused.contains("hugo.toml makes this a Hugo site (it asks for Hugo 0.139.3 at .github/workflows/pages.yml:7)"),
+        "{refused}"
+    );
+}

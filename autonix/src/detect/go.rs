@@ -9,6 +9,15 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         return;
     };
     let manifest = ctx.path("go.mod");
+    if ctx.find(|p| p.ends_with(".go")).next().is_none() {
+        // Hugo Modules and other tools use go.mod for dependencies only: no Go program,
+        // nothing for `go build` or `go test` to do.
+        out.warn(
+            format!("{manifest} has no .go file beside it, so it is not taken for a Go program"),
+            vec![ev(&manifest, "go.mod without Go sources")],
+        );
+        return;
+    }
     let mut eco = Ecosystem::new(EcosystemKind::Go, manifest.clone());
     let mut evidence = vec![ev(&manifest, "Go module")];
     if let Some((module, _)) = directive(text, "module") {

@@ -17,6 +17,7 @@ pub mod python;
 pub mod ruby;
 pub mod rust;
 pub mod toolchains;
+pub mod unsupported;
 pub mod versions;
 
 use std::fmt;

@@ -84,6 +84,7 @@ pub fn is_interesting(rel_path: &str, name: &str) -> bool {
             | "Procfile"
             | ".tool-versions"
             | ".gitlab-ci.yml"
+            | "netlify.toml"
     ) {
         return true;
     }
@@ -126,6 +127,16 @@ pub fn root_marker(name: &str) -> Option<RootMarker> {
             Some(RootMarker::Weak)
         }
         _ if name.starts_with("requirements") && name.ends_with(".txt") => {
+            Some(RootMarker::Manifest)
+        }
+        // Stacks autonix recognises in order to say it cannot build them.
+        "cabal.project" | "stack.yaml" | "hugo.toml" | "hugo.yaml" | "hugo.json" => {
+            Some(RootMarker::Manifest)
+        }
+        _ if [".cabal", ".csproj", ".fsproj", ".vbproj", ".sln"]
+            .iter()
+            .any(|ext| name.ends_with(ext) && name.len() > ext.len()) =>
+        {
             Some(RootMarker::Manifest)
         }
         _ => None,
