@@ -272,3 +272,32 @@ fn hugo_site_is_unsupported_and_its_go_mod_is_no_go_program() {
         "{refused}"
     );
 }
+
+/// Evidence pointed at the wrong line: axum cited at `axum-extra`'s line, and
+/// `rust-version.workspace = true` cited as the MSRV instead of the line with the value.
+#[test]
+fn evidence_cites_the_line_that_says_it() {
+    let analysis = analyze("rust-inherited-msrv");
+    let project = &analysis.projects[0];
+    let axum = project
+        .detections
+        .iter()
+        .find(|d| matches!(d.facts, autonix::Facts::Framework { .. }))
+        .expect("axum");
+    assert_eq!(axum.evidence[0].line, Some(16), "{:?}", axum.evidence);
+    let rust = project.toolchain(Tool::Rust).expect("rust");
+    let msrv = rust
+        .hints
+        .iter()
+        .find(|h| h.requested == ">=1.78")
+        .expect("the workspace's rust-version");
+    assert_eq!(msrv.evidence.line, Some(6));
+}
+
+/// `cmake_minimum_required(VERSION 3.20)` was taken as the project's version.
+#[test]
+fn cmake_version_comes_from_project_not_minimum_required() {
+    let analysis = analyze("c-cmake");
+    let cmake = analysis.projects[0].ecosystems().next().expect("CMake");
+    assert_eq!(cmake.version.as_deref(), Some("1.2.0"));
+}

@@ -132,7 +132,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
                 confidence::HIGH,
                 vec![ev_line(
                     &eco.manifest,
-                    line_of(text, dep),
+                    dependency_line(text, dep).or_else(|| line_of(text, dep)),
                     format!("depends on {dep}"),
                 )],
                 Facts::Framework {
@@ -229,4 +229,34 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             source: ProcessSource::Framework,
         }),
     );
+}
+
+/// The first line naming `dep` as a whole name: `flask` in `flask==3.0` but not in
+/// `flask-cors`, `rails` in `gem "rails"` but not in `gem "sprockets-rails"`.
+pub fn dependency_line(text: &str, dep: &str) -> Option<u32> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/');
+    text.lines()
+        .position(|line| {
+            line.match_indices(dep).any(|(at, _)| {
+                let before = line[..at].chars().next_back();
+                let after = line[at + dep.len()..].chars().next();
+                !before.is_some_and(name_char) && !after.is_some_and(name_char)
+            })
+        })
+        .and_then(|i| u32::try_from(i + 1).ok())
+}
+
+#[cfg(test)]
+mod dependency_line_tests {
+    use super::dependency_line;
+
+    #[test]
+    fn a_dependency_is_cited_at_its_own_line() {
+        let gemfile = "gem \"sprockets-rails\"\ngem \"rails\", \"~> 7.1\"\n";
+        assert_eq!(dependency_line(gemfile, "rails"), Some(2));
+        let reqs = "flask-cors==4.0\nFlask-Login\nflask==3.0.0\n";
+        assert_eq!(dependency_line(reqs, "flask"), Some(3));
+        let gomod = "\tgithub.com/gin-gonic/gin v1.10.0\n";
+        assert_eq!(dependency_line(gomod, "github.com/gin-gonic/gin"), Some(1));
+    }
 }

@@ -74,9 +74,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         let manifest = ctx.path("CMakeLists.txt");
         let mut eco = Ecosystem::new(EcosystemKind::Cmake, manifest.clone());
         eco.package = first_args(text, "project(").into_iter().next();
-        eco.version = between(text, "VERSION ", ")")
-            .and_then(|v| v.split_whitespace().next())
-            .map(String::from);
+        eco.version = cmake_project_version(text);
         eco.binaries = first_args(text, "add_executable(");
         out.add(
             "CMake",
@@ -162,5 +160,54 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             }
         }
         break;
+    }
+}
+
+/// The `VERSION` argument of CMake's `project(...)` call; `cmake_minimum_required(VERSION
+/// 3.16)` names the CMake the project needs, not the project's version.
+fn cmake_project_version(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(at) = lower[from..].find("project(") {
+        let start = from + at;
+        from = start + "project(".len();
+        // `project(` inside another name (`my_project(`) is not the command.
+        let before = lower[..start].chars().next_back();
+        if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            continue;
+        }
+        let args = &text[from..];
+        let args = &args[..args.find(')').unwrap_or(args.len())];
+        let mut words = args.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "VERSION" {
+                return words.next().map(String::from);
+            }
+        }
+        return None;
+    }
+    None
+}
+
+#[cfg(test)]
+mod cmake_tests {
+    use super::cmake_project_version;
+
+    #[test]
+    fn project_version_is_not_the_minimum_cmake() {
+        let cases = [
+            (
+                "cmake_minimum_required(VERSION 3.16)\nproject(calc C)\n",
+                None,
+            ),
+            (
+                "cmake_minimum_required(VERSION 3.16)\nproject(calc VERSION 2.4.1 LANGUAGES C)\n",
+                Some("2.4.1"),
+            ),
+            ("project(\n  calc\n  VERSION 0.9\n)\n", Some("0.9")),
+        ];
+        for (text, want) in cases {
+            assert_eq!(cmake_project_version(text).as_deref(), want, "{text}");
+        }
     }
 }

@@ -154,7 +154,14 @@ pub fn hints(ctx: &Ctx<'_>, tool: Tool) -> Vec<VersionHint> {
                         HintRole::Range,
                         true,
                         &ctx.path("Cargo.toml"),
-                        line_of(text, "rust-version"),
+                        // The line with the value, not `rust-version.workspace = true`.
+                        text.lines()
+                            .position(|l| {
+                                l.trim_start().starts_with("rust-version")
+                                    && l.contains(&format!("\"{msrv}\""))
+                            })
+                            .and_then(|i| u32::try_from(i + 1).ok())
+                            .or_else(|| line_of(text, "rust-version")),
                         format!("rust-version = \"{msrv}\": cargo refuses older compilers"),
                     ));
                 }
