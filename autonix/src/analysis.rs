@@ -90,6 +90,7 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
         detect::frameworks::detect(&ctx, &mut out);
         detect::listen::detect(&ctx, &mut out);
         detect::unsupported::detect(&ctx, &mut out);
+        detect::backing::detect(&ctx, &mut out);
         let tools = tools_needed(&ctx, &out);
         detect::toolchains::detect(&ctx, &tools, &mut out);
         languages(&ctx, &mut out);

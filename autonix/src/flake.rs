@@ -723,7 +723,7 @@ impl<'a> Writer<'a> {
                 || p == "mysql80"
         }) {
             o.comment(
-                "Backing services from docker-compose are included so they can be run locally.",
+                "Backing services (from compose files, drivers, env files or CI) are included so they can be run locally.",
             );
         }
         if packages.is_empty() {
@@ -839,7 +839,8 @@ impl<'a> Writer<'a> {
         }
         let o = &mut self.out;
         o.comment(
-            "Backing services that docker-compose ran as containers, as NixOS services. Import this \
+            "Backing services the repository uses (compose containers, or named by a driver, an \
+             env file or CI), as NixOS services. Import this \
              module into the machines that host them; connection settings (users, passwords, \
              databases) are not carried over from the compose environment and must be set here.",
         );
@@ -851,11 +852,10 @@ impl<'a> Writer<'a> {
                 o.line("");
             }
             first = false;
-            o.comment(&format!(
-                "`{}` ({}) at {file}",
-                s.name,
-                s.image.as_deref().unwrap_or("?")
-            ));
+            match &s.image {
+                Some(image) => o.comment(&format!("`{}` ({image}) at {file}", s.name)),
+                None => o.comment(&format!("`{}` at {file}", s.name)),
+            }
             match n.module.as_str() {
                 "services.redis.servers" => {
                     o.open(&format!("services.redis.servers.{} = {{", attr(&s.name)));

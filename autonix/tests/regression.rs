@@ -301,3 +301,69 @@ fn cmake_version_comes_from_project_not_minimum_required() {
     let cmake = analysis.projects[0].ecosystems().next().expect("CMake");
     assert_eq!(cmake.version.as_deref(), Some("1.2.0"));
 }
+
+fn services(analysis: &Analysis) -> Vec<(String, Option<String>)> {
+    analysis
+        .projects
+        .iter()
+        .flat_map(|p| p.facts())
+        .filter_map(|f| match f {
+            autonix::Facts::Service(s) => Some((
+                s.nixos
+                    .as_ref()
+                    .map(|n| n.module.clone())
+                    .unwrap_or_default(),
+                s.image.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Databases were found only in compose files with standard names: missed from CI
+/// `services:` and from driver gems (`pg`, `sidekiq`); `postgres:18` silently became the
+/// default PostgreSQL.
+#[test]
+fn databases_from_ci_services_and_drivers() {
+    let analysis = analyze("ruby-drivers-ci-services");
+    assert_eq!(
+        services(&analysis),
+        [
+            (
+                "services.postgresql".to_string(),
+                Some("postgres:18".to_string())
+            ),
+            (
+                "services.redis.servers".to_string(),
+                Some("redis:7".to_string())
+            ),
+        ]
+    );
+    assert!(analysis.projects[0]
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("postgres:18 asks for major version 18")));
+    let drivers_only = analyze("go-gin");
+    assert_eq!(
+        services(&drivers_only),
+        [("services.postgresql".to_string(), None)]
+    );
+}
+
+/// Databases in a `.devcontainer/` compose file and in env names (`POSTGRES_URL`) were
+/// missed, and `mysql:9.6` silently became MySQL 8.0.
+#[test]
+fn databases_from_devcontainer_compose_and_env_names() {
+    let analysis = analyze("node-devcontainer-env");
+    assert_eq!(
+        services(&analysis),
+        [
+            ("services.mysql".to_string(), Some("mysql:9.6".to_string())),
+            ("services.postgresql".to_string(), None),
+        ]
+    );
+    assert!(analysis.projects[0]
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("mysql:9.6 asks for major version 9.6")));
+}

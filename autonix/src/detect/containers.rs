@@ -212,7 +212,21 @@ pub fn nixos_service(image: &str) -> Option<NixosService> {
         }
         "redis" => ("services.redis.servers", "redis".to_string(), 6379),
         "valkey" => ("services.redis.servers", "valkey".to_string(), 6379),
-        "mysql" => ("services.mysql", "mysql80".to_string(), 3306),
+        "mysql" => {
+            // nixos-24.11 carries MySQL 8.0 and 8.4.
+            let minor: String = tag
+                .split('.')
+                .nth(1)
+                .unwrap_or("")
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect();
+            let package = match (major.as_str(), minor.as_str()) {
+                ("8", "4") => "mysql84".to_string(),
+                _ => "mysql80".to_string(),
+            };
+            ("services.mysql", package, 3306)
+        }
         "mariadb" => ("services.mysql", "mariadb".to_string(), 3306),
         "mongo" | "mongodb" => ("services.mongodb", "mongodb".to_string(), 27017),
         "rabbitmq" => ("services.rabbitmq", "rabbitmq-server".to_string(), 5672),
@@ -227,6 +241,36 @@ pub fn nixos_service(image: &str) -> Option<NixosService> {
         package,
         port,
     })
+}
+
+/// When an image's major version is not the one the NixOS package provides, what to check:
+/// a database's data directory only opens with the major that wrote it.
+pub fn major_mismatch(image: &str, nixos: &NixosService) -> Option<String> {
+    let tag = image.split_once(':').map_or("", |(_, t)| t);
+    let major: String = tag.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if major.is_empty() {
+        return None;
+    }
+    let provided = match nixos.package.as_str() {
+        p if p.starts_with("postgresql_") => p.trim_start_matches("postgresql_").to_string(),
+        "postgresql" => "16".to_string(),
+        "mysql80" => "8.0".to_string(),
+        "mysql84" => "8.4".to_string(),
+        _ => return None,
+    };
+    let wanted = if provided.contains('.') {
+        tag.split(['-', '@']).next().unwrap_or(tag).to_string()
+    } else {
+        major.clone()
+    };
+    if provided == wanted || wanted.starts_with(&format!("{provided}.")) {
+        return None;
+    }
+    Some(format!(
+        "{image} asks for major version {wanted}, which nixpkgs {} does not carry; the flake uses pkgs.{} ({provided}) — a data directory written by another major does not open, so check before deploying",
+        crate::detect::versions::NIXPKGS_BRANCH,
+        nixos.package
+    ))
 }
 
 /// Container ports of a compose `ports:` entry (`"8080:80"`, `5432`, `{target: 80}`).
@@ -354,14 +398,24 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             Facts::Container(container),
         );
     }
-    for name in [
+    const COMPOSE_FILES: [&str; 4] = [
         "compose.yaml",
         "compose.yml",
         "docker-compose.yaml",
         "docker-compose.yml",
-    ] {
+    ];
+    for name in COMPOSE_FILES {
         if let Some(text) = ctx.text(name) {
-            compose(ctx, &ctx.path(name), text, out);
+            compose(ctx, &ctx.path(name), text, false, out);
+            break;
+        }
+    }
+    // A dev container's compose file runs the databases development needs; its `app`
+    // service is the editor's container, not something to deploy.
+    for name in COMPOSE_FILES {
+        let rel = format!(".devcontainer/{name}");
+        if let Some(text) = ctx.text(&rel) {
+            compose(ctx, &ctx.path(&rel), text, true, out);
             break;
         }
     }
@@ -397,7 +451,8 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     }
 }
 
-fn compose(ctx: &Ctx<'_>, path: &str, text: &str, out: &mut Out) {
+/// Services of a compose file; with `backing_only`, only those a NixOS service replaces.
+fn compose(ctx: &Ctx<'_>, path: &str, text: &str, backing_only: bool, out: &mut Out) {
     let docs = match YamlLoader::load_from_str(text) {
         Ok(d) => d,
         Err(e) => {
@@ -435,6 +490,17 @@ fn compose(ctx: &Ctx<'_>, path: &str, text: &str, out: &mut Out) {
         } else {
             None
         };
+        if backing_only && nixos.is_none() {
+            continue;
+        }
+        if let (Some(n), Some(i)) = (&nixos, &image) {
+            if let Some(note) = major_mismatch(i, n) {
+                out.warn(
+                    format!("{path}: {note}"),
+                    vec![ev_line(path, line_of(text, i), format!("image {i}"))],
+                );
+            }
+        }
         if ports.is_empty() {
             if let Some(n) = &nixos {
                 ports.push(n.port);

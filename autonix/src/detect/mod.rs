@@ -2,6 +2,7 @@
 //! a pure function from a project's files ([`Ctx`]) to detections collected in [`Out`]. Uses
 //! only the model and the scan's inventory; the analysis above runs it once per project.
 
+pub mod backing;
 pub mod ci;
 pub mod containers;
 pub mod elixir;

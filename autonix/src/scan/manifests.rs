@@ -85,6 +85,10 @@ pub fn is_interesting(rel_path: &str, name: &str) -> bool {
             | ".tool-versions"
             | ".gitlab-ci.yml"
             | "netlify.toml"
+            | ".env.example"
+            | ".env.sample"
+            | ".env.template"
+            | "example.env"
     ) {
         return true;
     }
