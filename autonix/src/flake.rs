@@ -776,6 +776,10 @@ impl<'a> Writer<'a> {
                     location(evidence),
                     evidence.reason
                 ));
+                let (command, note) = sandbox_command(&test.command);
+                if let Some(note) = note {
+                    o.comment(&note);
+                }
                 if builder == Builder::PythonEnv {
                     o.open(&format!(
                         "{} = pkgs.runCommand {} {{ nativeBuildInputs = [ self.packages.${{pkgs.system}}.{} ]; }} ''",
@@ -787,7 +791,7 @@ impl<'a> Writer<'a> {
                         "cp -r ${{{}}} src && chmod -R u+w src && cd src",
                         plan.src()
                     ));
-                    o.line(&nix_indented_line(&test.command));
+                    o.line(&nix_indented_line(&command));
                     o.line("touch $out");
                     o.close("'';");
                     continue;
@@ -800,7 +804,7 @@ impl<'a> Writer<'a> {
                 o.line("doCheck = true;");
                 o.open("checkPhase = ''");
                 o.line("runHook preCheck");
-                o.line(&nix_indented_line(&test.command));
+                o.line(&nix_indented_line(&command));
                 o.line("runHook postCheck");
                 o.close("'';");
                 o.close("};");
@@ -956,6 +960,42 @@ impl<'a> Writer<'a> {
         o.close("};");
         o.close("};");
     }
+}
+
+/// A test command as it can run in the Nix sandbox, which has no network: build-tool
+/// wrappers download their tool, and `poetry run`/`uv run` create a virtualenv and install
+/// into it. The note says what was changed and why.
+fn sandbox_command(command: &str) -> (String, Option<String>) {
+    for (wrapper, tool) in [("./mvnw ", "mvn "), ("./gradlew ", "gradle ")] {
+        if let Some(rest) = command.strip_prefix(wrapper) {
+            return (
+                format!("{tool}{rest}"),
+                Some(format!(
+                    "`{}` downloads its build tool, which the sandbox cannot; nixpkgs' `{}` runs the same tasks.",
+                    wrapper.trim(),
+                    tool.trim()
+                )),
+            );
+        }
+    }
+    for runner in [
+        "poetry run ",
+        "uv run ",
+        "pdm run ",
+        "pipenv run ",
+        "hatch run ",
+    ] {
+        if let Some(rest) = command.strip_prefix(runner) {
+            return (
+                rest.to_string(),
+                Some(format!(
+                    "Run without `{}`: it would create a virtualenv, which the sandbox cannot; test dependencies must be among the package's inputs.",
+                    runner.trim()
+                )),
+            );
+        }
+    }
+    (command.to_string(), None)
 }
 
 fn services(project: &Project) -> Vec<&Service> {

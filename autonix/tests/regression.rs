@@ -367,3 +367,40 @@ fn databases_from_devcontainer_compose_and_env_names() {
         .iter()
         .any(|w| w.message.contains("mysql:9.6 asks for major version 9.6")));
 }
+
+/// Checks that cannot run in the Nix sandbox: `poetry run pytest` (creates a venv) and
+/// `./mvnw test` (the wrapper downloads Maven) were written into the flake as they were.
+#[test]
+fn checks_are_written_to_run_in_the_sandbox() {
+    let poetry = flake("python-poetry-ci-run");
+    assert!(poetry.contains("\n            pytest -q\n"), "{poetry}");
+    assert!(
+        !poetry.contains("            poetry run pytest"),
+        "{poetry}"
+    );
+    assert!(poetry.contains("Run without `poetry run`"), "{poetry}");
+    let maven = flake("java-maven-spring");
+    assert!(maven.contains("\n            mvn test\n"), "{maven}");
+    assert!(!maven.contains("            ./mvnw test"), "{maven}");
+}
+
+/// Gradle was silently ignored when a pom.xml was also present.
+#[test]
+fn maven_and_gradle_together_are_reported() {
+    let analysis = analyze("java-maven-and-gradle");
+    assert!(
+        analysis.projects[0].warnings.iter().any(|w| w.message
+            == "pom.xml and build.gradle.kts both build this project; the flake builds with Maven, so check which one CI and releases use"),
+        "{:?}",
+        analysis.projects[0].warnings
+    );
+}
+
+/// `cargo test` on a workspace tests only the root package where CI runs `--workspace`.
+#[test]
+fn cargo_workspace_checks_test_every_member() {
+    let analysis = analyze("rust-inherited-msrv");
+    assert!(analysis.projects[0]
+        .facts()
+        .any(|f| matches!(f, autonix::Facts::Test(t) if t.command == "cargo test --workspace")));
+}

@@ -69,6 +69,18 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
                 source: TestSource::Convention,
             }),
         );
+        if let Some(gradle) = ["build.gradle.kts", "build.gradle"]
+            .into_iter()
+            .find(|f| ctx.has(f))
+        {
+            out.warn(
+                format!(
+                    "{manifest} and {} both build this project; the flake builds with Maven, so check which one CI and releases use",
+                    ctx.path(gradle)
+                ),
+                vec![ev(&manifest, "Maven POM"), ev(ctx.path(gradle), "Gradle build script")],
+            );
+        }
         return;
     }
     let build = ["build.gradle.kts", "build.gradle"]

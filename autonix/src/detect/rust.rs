@@ -176,17 +176,24 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     } else {
         format!("Cargo workspace ({} members)", eco.members.len())
     };
+    // In a workspace, plain `cargo test` tests only the root package (or the default
+    // members); CI runs `--workspace` to test every member.
+    let command = if eco.members.is_empty() {
+        "cargo test"
+    } else {
+        "cargo test --workspace"
+    };
     out.add(what, confidence::CERTAIN, evidence, Facts::Ecosystem(eco));
     out.add(
-        "cargo test",
+        command,
         confidence::MEDIUM,
         vec![Evidence {
             file: manifest,
             line: None,
-            reason: "Cargo projects test with `cargo test`".into(),
+            reason: format!("Cargo projects test with `{command}`"),
         }],
         Facts::Test(TestCommand {
-            command: "cargo test".into(),
+            command: command.into(),
             source: TestSource::Convention,
         }),
     );
