@@ -686,9 +686,12 @@ impl<'a> Writer<'a> {
                 }
             }
             for eco in plan.project.ecosystems() {
+                if eco.ecosystem == EcosystemKind::Pnpm {
+                    packages.insert(eco.backend.clone().unwrap_or_else(|| "pnpm".into()));
+                    continue;
+                }
                 let extra: &[&str] = match eco.ecosystem {
                     EcosystemKind::Yarn => &["yarn"],
-                    EcosystemKind::Pnpm => &["pnpm"],
                     EcosystemKind::Bun => &["bun"],
                     EcosystemKind::Poetry => &["poetry"],
                     EcosystemKind::Uv => &["uv"],
@@ -1193,13 +1196,14 @@ fn package(o: &mut Out, plan: &Plan<'_>) -> bool {
                     o.line(&format!("pname = {};", nix_str(name)));
                     o.line(&format!("version = {};", nix_str(&version)));
                     o.line(&format!("src = {src};"));
-                    o.open("pnpmDeps = pkgs.pnpm.fetchDeps {");
+                    let pnpm = eco.backend.as_deref().unwrap_or("pnpm");
+                    o.open(&format!("pnpmDeps = pkgs.{pnpm}.fetchDeps {{"));
                     o.line("inherit (finalAttrs) pname version src;");
                     o.comment("The first build reports the real hash.");
                     o.line("hash = lib.fakeHash;");
                     o.close("};");
                     o.line(&format!(
-                        "nativeBuildInputs = [ pkgs.{node} pkgs.pnpm.configHook ];"
+                        "nativeBuildInputs = [ pkgs.{node} pkgs.{pnpm}.configHook ];"
                     ));
                     if has_build {
                         o.line("buildPhase = \"pnpm run build\";");
@@ -1421,12 +1425,12 @@ fn server(o: &mut Out, plan: &Plan<'_>, has_package: bool) -> bool {
             inputs.push("pkgs.yarn".into());
             dir = format!("${{{}}}/lib/node_modules/{name}", attr(name));
         }
-        Some((Builder::Pnpm, _)) => {
+        Some((Builder::Pnpm, eco)) => {
             inputs.push(format!(
                 "pkgs.{}",
                 toolchain_expr(plan, Tool::Node, "nodejs")
             ));
-            inputs.push("pkgs.pnpm".into());
+            inputs.push(format!("pkgs.{}", eco.backend.as_deref().unwrap_or("pnpm")));
             dir = format!("${{{}}}/lib/{name}", attr(name));
         }
         Some((Builder::PythonPackage, eco)) => {

@@ -404,3 +404,30 @@ fn cargo_workspace_checks_test_every_member() {
         .facts()
         .any(|f| matches!(f, autonix::Facts::Test(t) if t.command == "cargo test --workspace")));
 }
+
+/// `packageManager: pnpm@10` was recorded but the flake used the branch's pnpm 9 silently.
+#[test]
+fn pnpm_release_follows_package_manager_or_says_it_cannot() {
+    let analysis = analyze("node-pnpm10-turbo");
+    assert!(
+        analysis.projects[0]
+            .warnings
+            .iter()
+            .any(|w| w.message.starts_with(
+                "package.json asks for pnpm 10.4.1, but nixpkgs nixos-24.11 carries pnpm 8 and 9"
+            )),
+        "{:?}",
+        analysis.projects[0].warnings
+    );
+    let text = autonix::generate_flake(&analysis).expect("flake");
+    assert!(
+        text.contains("pnpmDeps = pkgs.pnpm_9.fetchDeps {"),
+        "{text}"
+    );
+    // packageManager pnpm@9.1.0 selects pnpm 9 by name, not by whatever `pnpm` is.
+    let pinned = flake("node-pnpm-workspace");
+    assert!(
+        pinned.contains("pnpmDeps = pkgs.pnpm_9.fetchDeps {"),
+        "{pinned}"
+    );
+}
