@@ -61,6 +61,9 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         }
     }
     // Go main packages below the root (`cmd/api/main.go`), not examples.
+    if !ctx.has("go.mod") {
+        return;
+    }
     for f in ctx.find(|p| p.ends_with("/main.go") && !in_example_or_test_dir(p)) {
         let Some(text) = ctx.inv.text(&f.path) else {
             continue;

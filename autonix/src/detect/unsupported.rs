@@ -6,13 +6,23 @@ use crate::detect::{ev, ev_line, Ctx, Out};
 use crate::model::Evidence;
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
+    // One pass over the project's top-level files: this runs for every project.
+    let mut root_files: Vec<&str> = Vec::new();
+    for f in &ctx.files {
+        let local = ctx.local(&f.path);
+        if !local.contains('/') {
+            root_files.push(local);
+        }
+    }
     // Files at the project root, in the order of `suffixes` (the package file first).
     let top_level = |suffixes: &[&str]| -> Vec<String> {
         suffixes
             .iter()
             .flat_map(|s| {
-                ctx.find(move |p| !p.contains('/') && p.ends_with(s))
-                    .map(|f| f.path.clone())
+                root_files
+                    .iter()
+                    .filter(move |p| p.ends_with(s))
+                    .map(|p| ctx.path(p))
             })
             .collect()
     };
@@ -66,12 +76,10 @@ pub fn hugo_config(ctx: &Ctx<'_>) -> Option<String> {
             return Some(ctx.path(name));
         }
     }
+    let config = ["config.toml", "config.yaml"].iter().find(|n| ctx.has(n))?;
     let has_dir = |dir: &str| ctx.find(|p| p.starts_with(dir)).next().is_some();
     let site = has_dir("content/") && (has_dir("layouts/") || has_dir("themes/"));
-    ["config.toml", "config.yaml"]
-        .iter()
-        .find(|n| site && ctx.has(n))
-        .map(|n| ctx.path(n))
+    site.then(|| ctx.path(config))
 }
 
 /// `HUGO_VERSION` as CI or Netlify sets it.
