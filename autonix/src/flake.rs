@@ -77,6 +77,19 @@ pub fn generate(analysis: &Analysis) -> Result<String, FlakeError> {
     Ok(Writer::new(analysis, &plans, &errors).write())
 }
 
+/// What the flake does about running one project, as `explain` shows it: `Some` with the
+/// VM's port and why, or why no VM is generated. `None` for projects with nothing to run.
+pub fn deployment(project: &Project) -> Option<Result<String, String>> {
+    let plan = Plan::new(project);
+    let (_, program) = plan.program()?;
+    Some(match &plan.port {
+        Some((port, why)) => Ok(format!("runs `{program}` as a service on port {port}: {why}")),
+        None => Err(format!(
+            "`{program}` gets a package but no deployment: nothing shows it serves (no serving framework, declared port, listen call or Procfile `web` entry)"
+        )),
+    })
+}
+
 /// How a project's package is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Builder {

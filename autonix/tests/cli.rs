@@ -128,3 +128,26 @@ fn unreadable_root_is_an_error_not_an_empty_repository() {
     assert!(err.contains("Permission denied"), "{err}");
     assert!(!err.contains("found nothing"), "{err}");
 }
+
+/// `explain` did not say why a binary got no deployment (or why one did).
+#[test]
+fn explain_says_why_a_program_is_or_is_not_deployed() {
+    let out = autonix(&["explain", fixture("c-cmake").to_str().expect("path")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains(
+            "  not deployed: `calc` gets a package but no deployment: nothing shows it serves"
+        ),
+        "{s}"
+    );
+    let out = autonix(&[
+        "explain",
+        fixture("go-server-and-examples").to_str().expect("path"),
+    ]);
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("  deployment: runs `server` as a service on port 3333: listens on port 3333"),
+        "{s}"
+    );
+}
