@@ -1067,13 +1067,12 @@ fn package(o: &mut Out, plan: &Plan<'_>) -> bool {
     o.comment(&format!("From {manifest} ({}).", eco.ecosystem.name()));
     match builder {
         Builder::NixFile => {
+            // `{src}/default.nix` would not parse once src is quoted (`(./. + "/my app")`).
+            let file = plan.file("default.nix");
             let call = if eco.backend.as_deref() == Some("callPackage") {
-                format!("{} = pkgs.callPackage {src}/default.nix {{ }};", attr(name))
+                format!("{} = pkgs.callPackage {file} {{ }};", attr(name))
             } else {
-                format!(
-                    "{} = import {src}/default.nix {{ inherit pkgs; }};",
-                    attr(name)
-                )
+                format!("{} = import {file} {{ inherit pkgs; }};", attr(name))
             };
             o.comment("The repository's own Nix expression is the most faithful build.");
             o.line(&call);

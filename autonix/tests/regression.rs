@@ -43,6 +43,7 @@ fn directory_names_that_are_no_nix_path_literals_are_quoted() {
         "src = (./. + \"/a(b)\");",
         "cargoLock.lockFile = (./. + \"/a(b)/Cargo.lock\");",
         "src = (./. + \"/x\\\"y\");",
+        "nix-tool = pkgs.callPackage (./. + \"/nix tool/default.nix\") { };",
     ] {
         assert!(flake.contains(line), "{line} missing in:\n{flake}");
     }
