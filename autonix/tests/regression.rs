@@ -432,3 +432,17 @@ fn pnpm_release_follows_package_manager_or_says_it_cannot() {
         "{pinned}"
     );
 }
+
+/// A Next.js app inside a turbo/pnpm workspace was listed as a member and never mentioned
+/// again: not analysed, not deployed, and nothing said so.
+#[test]
+fn workspace_member_apps_are_reported_not_silently_dropped() {
+    let analysis = analyze("node-pnpm10-turbo");
+    assert!(
+        analysis.projects[0].warnings.iter().any(|w| w.message.starts_with(
+            "apps/web is a Next.js app in the pnpm workspace; autonix builds the workspace as one package and does not deploy its members"
+        )),
+        "{:?}",
+        analysis.projects[0].warnings
+    );
+}

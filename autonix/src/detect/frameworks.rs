@@ -117,6 +117,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             _ => None,
         })
         .collect();
+    workspace_members(ctx, &ecosystems, out);
     let mut found = Vec::new();
     for eco in &ecosystems {
         for (family, dep, framework, port) in RULES {
@@ -229,6 +230,48 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             source: ProcessSource::Framework,
         }),
     );
+}
+
+/// JavaScript workspace members are built with their workspace, as one package; a member
+/// that is a web app (Next.js in `apps/web`) is not deployed on its own. Say so rather than
+/// leave it unmentioned.
+fn workspace_members(ctx: &Ctx<'_>, ecosystems: &[crate::model::Ecosystem], out: &mut Out) {
+    for eco in ecosystems.iter().filter(|e| e.ecosystem.is_node()) {
+        for member in &eco.members {
+            let manifest = ctx.path(&format!("{member}/package.json"));
+            let Some(text) = ctx.inv.text(&manifest) else {
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
+                continue;
+            };
+            let depends = |dep: &str| {
+                ["dependencies", "devDependencies"]
+                    .iter()
+                    .any(|k| json.get(k).and_then(|d| d.get(dep)).is_some())
+            };
+            let Some((_, dep, framework, _)) = RULES
+                .iter()
+                .find(|(family, dep, _, _)| family(eco.ecosystem) && depends(dep))
+            else {
+                continue;
+            };
+            let name = json.get("name").and_then(|n| n.as_str()).unwrap_or(member);
+            out.warn(
+                format!(
+                    "{member} is a {} app in the {} workspace; autonix builds the workspace as one package and does not deploy its members, so add a cluster entry for it by hand (e.g. `{} --filter {name} start`)",
+                    framework.name(),
+                    eco.ecosystem.name(),
+                    match eco.ecosystem {
+                        EcosystemKind::Pnpm => "pnpm",
+                        EcosystemKind::Yarn => "yarn workspace",
+                        _ => "npm --workspace",
+                    }
+                ),
+                vec![ev_line(&manifest, dependency_line(text, dep), format!("depends on {dep}"))],
+            );
+        }
+    }
 }
 
 /// The first line naming `dep` as a whole name: `flask` in `flask==3.0` but not in
