@@ -179,12 +179,17 @@ struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     fn new(project: &'a Project) -> Plan<'a> {
-        let builder = BUILD_ORDER.iter().find_map(|(kind, b)| {
-            project
-                .ecosystems()
-                .find(|e| e.ecosystem == *kind)
-                .map(|e| (*b, e))
-        });
+        let builder = BUILD_ORDER
+            .iter()
+            .find_map(|(kind, b)| {
+                project
+                    .ecosystems()
+                    .find(|e| e.ecosystem == *kind)
+                    .map(|e| (*b, e))
+            })
+            // importNpmLock reads package-lock.json while evaluating: without one there is
+            // no package to write (the dev shell still has node).
+            .filter(|(b, e)| !(*b == Builder::Npm && e.lockfile.is_none()));
         // Bun has no nixpkgs builder: such a project gets a dev shell and nothing else.
         let processes: Vec<(&Process, &Evidence)> = project
             .detections
@@ -294,9 +299,23 @@ impl<'a> Plan<'a> {
         self.project.toolchain(tool)
     }
 
-    /// `./.` or `./services/api`, quoted when the directory name is no Nix path literal.
+    /// `./.` or `./services/api`, quoted when the directory name is no Nix path literal,
+    /// and given a store name when its own is not one (`my app`: a store path name may not
+    /// hold a space, so copying the directory would fail).
     fn src(&self) -> String {
-        path_expr(&self.project.path)
+        let expr = path_expr(&self.project.path);
+        let base = self.project.path.rsplit('/').next().unwrap_or(".");
+        let store_safe = base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '='));
+        if store_safe {
+            expr
+        } else {
+            format!(
+                "(builtins.path {{ path = {expr}; name = {}; }})",
+                nix_str(&sanitize_store_name(base))
+            )
+        }
     }
 
     /// A file of the project as a Nix path: `./Cargo.lock`, `./api/Cargo.lock`.
@@ -436,6 +455,26 @@ fn nix_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A directory name made a valid store path name: other characters become `-`.
+fn sanitize_store_name(name: &str) -> String {
+    let out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.' | '_' | '?' | '=') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let out = out.trim_start_matches('.').to_string();
+    if out.is_empty() {
+        "source".to_string()
+    } else {
+        out
+    }
 }
 
 /// A line inside a Nix indented string (`'' … ''`).
@@ -1056,6 +1095,16 @@ fn package(o: &mut Out, plan: &Plan<'_>) -> bool {
             o.comment(&format!(
                 "{}: nixpkgs has no builder for Bun lockfiles; only the dev shell provides bun.",
                 plan.project.path
+            ));
+        }
+        if let Some(npm) = plan
+            .project
+            .ecosystems()
+            .find(|e| e.ecosystem == EcosystemKind::Npm && e.lockfile.is_none())
+        {
+            o.comment(&format!(
+                "{}: no package-lock.json, so no package (the Nix build reads it); commit one (`npm install --package-lock-only`) and run autonix again.",
+                npm.manifest
             ));
         }
         return false;

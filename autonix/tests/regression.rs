@@ -39,10 +39,11 @@ fn directory_names_that_are_no_nix_path_literals_are_quoted() {
     let analysis = analyze("monorepo-unsafe-dir-names");
     let flake = autonix::generate_flake(&analysis).expect("flake");
     for line in [
-        "src = (./. + \"/my app\");",
-        "src = (./. + \"/a(b)\");",
+        // Quoted, and given a store name: a store path name cannot hold a space.
+        "src = (builtins.path { path = (./. + \"/my app\"); name = \"my-app\"; });",
+        "src = (builtins.path { path = (./. + \"/a(b)\"); name = \"a-b-\"; });",
         "cargoLock.lockFile = (./. + \"/a(b)/Cargo.lock\");",
-        "src = (./. + \"/x\\\"y\");",
+        "src = (builtins.path { path = (./. + \"/x\\\"y\"); name = \"x-y\"; });",
         "nix-tool = pkgs.callPackage (./. + \"/nix tool/default.nix\") { };",
     ] {
         assert!(flake.contains(line), "{line} missing in:\n{flake}");
