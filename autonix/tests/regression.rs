@@ -447,3 +447,15 @@ fn workspace_member_apps_are_reported_not_silently_dropped() {
         analysis.projects[0].warnings
     );
 }
+
+/// A Spring Boot app built with Maven got no service: nothing started its executable jar.
+#[test]
+fn spring_boot_runs_its_executable_jar_as_a_service() {
+    let text = flake("java-spring-boot-service");
+    assert!(text.contains("exec java -jar billing-0.9.0.jar"), "{text}");
+    assert!(
+        text.contains("# Port 8080: Spring Boot listens on 8080 by default."),
+        "{text}"
+    );
+    assert!(text.contains("exec = \"bin/billing-server\";"), "{text}");
+}

@@ -218,6 +218,28 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             ctx.path("artisan"),
             "Laravel's artisan server",
         ),
+        // spring-boot-maven-plugin repackages target/<artifactId>-<version>.jar into an
+        // executable jar; the flake's package copies it to share/<name>.
+        Framework::SpringBoot => {
+            let Some(maven) = ecosystems
+                .iter()
+                .find(|e| e.ecosystem == EcosystemKind::Maven)
+            else {
+                return;
+            };
+            let pom = ctx.inv.text(&maven.manifest).unwrap_or_default();
+            let (Some(artifact), Some(version)) = (&maven.package, &maven.version) else {
+                return;
+            };
+            if !pom.contains("spring-boot-maven-plugin") {
+                return;
+            }
+            (
+                format!("java -jar {artifact}-{version}.jar"),
+                maven.manifest.clone(),
+                "Spring Boot's executable jar (spring-boot-maven-plugin)",
+            )
+        }
         _ => return,
     };
     out.add(
