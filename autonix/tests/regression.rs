@@ -459,3 +459,18 @@ fn spring_boot_runs_its_executable_jar_as_a_service() {
     );
     assert!(text.contains("exec = \"bin/billing-server\";"), "{text}");
 }
+
+/// A Spring app whose default profile uses H2 got both MySQL and PostgreSQL as services
+/// because its compose file offers both for other profiles.
+#[test]
+fn spring_default_h2_needs_no_database_service() {
+    let analysis = analyze("java-spring-h2-compose");
+    assert_eq!(services(&analysis), []);
+    assert!(
+        analysis.projects[0].warnings.iter().any(|w| w.message.starts_with(
+            "mysql:8.4 and postgres:16 serve other Spring profiles: the default one uses the embedded H2 database (pom.xml:21)"
+        )),
+        "{:?}",
+        analysis.projects[0].warnings
+    );
+}

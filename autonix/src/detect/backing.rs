@@ -74,6 +74,7 @@ pub const ENV_FILES: &[&str] = &[
 ];
 
 pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
+    spring_default_h2(ctx, out);
     // CI images first: they carry the version; drivers and env names only say which kind.
     let mut found: Vec<(String, Option<String>, Evidence)> = Vec::new();
     if ctx.dir.is_empty() {
@@ -240,4 +241,87 @@ fn ci_services(ctx: &Ctx<'_>, found: &mut Vec<(String, Option<String>, Evidence)
             }
         }
     }
+}
+
+/// A Spring app whose default profile uses the embedded H2 database needs no database
+/// service: the PostgreSQL and MySQL of its compose file serve other profiles. Those are
+/// dropped with a warning instead of all becoming NixOS services.
+fn spring_default_h2(ctx: &Ctx<'_>, out: &mut Out) {
+    let is_spring = out.has(|f| {
+        matches!(
+            f,
+            Facts::Framework {
+                framework: crate::model::Framework::SpringBoot,
+                ..
+            }
+        )
+    });
+    if !is_spring {
+        return;
+    }
+    let config = [
+        "src/main/resources/application.properties",
+        "src/main/resources/application.yml",
+        "src/main/resources/application.yaml",
+    ]
+    .iter()
+    .find_map(|f| ctx.text(f).map(|t| (ctx.path(f), t)));
+    let url = config.as_ref().and_then(|(path, text)| {
+        text.lines()
+            .enumerate()
+            .find(|(_, l)| l.contains("jdbc:") && !l.trim_start().starts_with('#'))
+            .map(|(i, l)| {
+                (
+                    path.clone(),
+                    u32::try_from(i + 1).ok(),
+                    l.trim().to_string(),
+                )
+            })
+    });
+    let build_files = ["pom.xml", "build.gradle", "build.gradle.kts"];
+    let h2_dependency = build_files
+        .iter()
+        .find(|f| ctx.text(f).is_some_and(|t| t.contains("com.h2database")));
+    let evidence = match (&url, h2_dependency) {
+        (Some((path, line, l)), _) if l.contains("jdbc:h2") => {
+            ev_line(path, *line, "the default datasource is H2")
+        }
+        (None, Some(build)) => ev_line(
+            ctx.path(build),
+            ctx.text(build).and_then(|t| line_of(t, "com.h2database")),
+            "H2 is on the classpath and no datasource URL is configured, so Spring uses it",
+        ),
+        _ => return,
+    };
+    let databases: Vec<String> = out
+        .detections
+        .iter()
+        .filter_map(|d| match &d.facts {
+            Facts::Service(s)
+                if s.nixos.as_ref().is_some_and(|n| {
+                    n.module == "services.postgresql" || n.module == "services.mysql"
+                }) =>
+            {
+                Some(s.image.clone().unwrap_or_else(|| s.name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    if databases.is_empty() {
+        return;
+    }
+    out.detections.retain(|d| {
+        !matches!(&d.facts, Facts::Service(s) if s.nixos.as_ref().is_some_and(|n| {
+            n.module == "services.postgresql" || n.module == "services.mysql"
+        }))
+    });
+    out.warn(
+        format!(
+            "{} serve other Spring profiles: the default one uses the embedded H2 database ({}:{}), so no database service is generated; add the one your profile uses",
+            databases.join(" and "),
+            evidence.file,
+            evidence.line.unwrap_or(0)
+        ),
+        vec![evidence],
+    );
 }

@@ -103,6 +103,13 @@ pub fn is_interesting(rel_path: &str, name: &str) -> bool {
     {
         return true;
     }
+    // Spring's default configuration: which database the default profile uses.
+    if rel_path.ends_with("src/main/resources/application.properties")
+        || rel_path.ends_with("src/main/resources/application.yml")
+        || rel_path.ends_with("src/main/resources/application.yaml")
+    {
+        return true;
+    }
     // Framework markers whose text is looked at.
     matches!(
         rel_path.rsplit_once('/').map_or(rel_path, |(_, n)| n),
