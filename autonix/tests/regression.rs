@@ -434,18 +434,21 @@ fn pnpm_release_follows_package_manager_or_says_it_cannot() {
     );
 }
 
-/// A Next.js app inside a turbo/pnpm workspace was listed as a member and never mentioned
-/// again: not analysed, not deployed, and nothing said so.
+/// A Next.js app inside a turbo/pnpm workspace was listed as a member and never analysed:
+/// not deployed, and nothing said so.
 #[test]
-fn workspace_member_apps_are_reported_not_silently_dropped() {
-    let analysis = analyze("node-pnpm10-turbo");
+fn workspace_member_app_is_deployed_through_the_workspace() {
+    let text = flake("node-pnpm10-turbo");
+    assert!(text.contains("exec pnpm --filter web start"), "{text}");
     assert!(
-        analysis.projects[0].warnings.iter().any(|w| w.message.starts_with(
-            "apps/web is a Next.js app in the pnpm workspace; autonix builds the workspace as one package and does not deploy its members"
-        )),
-        "{:?}",
-        analysis.projects[0].warnings
+        text.contains("# Port 3000: Next.js listens on 3000 by default at apps/web/package.json:"),
+        "{text}"
     );
+    // A second member app is reported, not dropped silently.
+    let analysis = analyze("node-pnpm-workspace");
+    assert!(analysis.projects[0].warnings.iter().any(|w| w.message.starts_with(
+        "packages/server is a Fastify app in the pnpm workspace; autonix builds the workspace as one package and deploys at most one member (one with a `start` script)"
+    )));
 }
 
 /// A Spring Boot app built with Maven got no service: nothing started its executable jar.

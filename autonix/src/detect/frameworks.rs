@@ -254,11 +254,17 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     );
 }
 
-/// JavaScript workspace members are built with their workspace, as one package; a member
-/// that is a web app (Next.js in `apps/web`) is not deployed on its own. Say so rather than
-/// leave it unmentioned.
+/// JavaScript workspace members are built with their workspace, as one package. The first
+/// member that is a web app with a `start` script (Next.js in `apps/web`) is run from that
+/// package (`pnpm --filter web start`) when the workspace itself has no start command; other
+/// member apps are reported, not silently dropped.
 fn workspace_members(ctx: &Ctx<'_>, ecosystems: &[crate::model::Ecosystem], out: &mut Out) {
     for eco in ecosystems.iter().filter(|e| e.ecosystem.is_node()) {
+        let runner = match eco.ecosystem {
+            EcosystemKind::Pnpm => "pnpm --filter",
+            EcosystemKind::Yarn => "yarn workspace",
+            _ => "npm start --workspace",
+        };
         for member in &eco.members {
             let manifest = ctx.path(&format!("{member}/package.json"));
             let Some(text) = ctx.inv.text(&manifest) else {
@@ -272,25 +278,55 @@ fn workspace_members(ctx: &Ctx<'_>, ecosystems: &[crate::model::Ecosystem], out:
                     .iter()
                     .any(|k| json.get(k).and_then(|d| d.get(dep)).is_some())
             };
-            let Some((_, dep, framework, _)) = RULES
+            let Some((_, dep, framework, port)) = RULES
                 .iter()
                 .find(|(family, dep, _, _)| family(eco.ecosystem) && depends(dep))
             else {
                 continue;
             };
             let name = json.get("name").and_then(|n| n.as_str()).unwrap_or(member);
+            let command = match eco.ecosystem {
+                EcosystemKind::Npm => format!("npm start --workspace {member}"),
+                _ => format!("{runner} {name} start"),
+            };
+            let has_start = json.pointer("/scripts/start").is_some();
+            let dep_line = dependency_line(text, dep);
+            if has_start && !out.has(|f| matches!(f, Facts::Process(_))) {
+                out.add(
+                    command.clone(),
+                    confidence::MEDIUM,
+                    vec![ev_line(
+                        &manifest,
+                        line_of(text, "\"start\""),
+                        format!("workspace member {member} is a {} app", framework.name()),
+                    )],
+                    Facts::Process(Process {
+                        name: "web".into(),
+                        command,
+                        source: ProcessSource::Framework,
+                    }),
+                );
+                if let Some(port) = port {
+                    out.add(
+                        format!("port {port}"),
+                        confidence::MEDIUM,
+                        vec![ev_line(
+                            &manifest,
+                            dep_line,
+                            format!("{} listens on {port} by default", framework.name()),
+                        )],
+                        Facts::Port { port: *port },
+                    );
+                }
+                continue;
+            }
             out.warn(
                 format!(
-                    "{member} is a {} app in the {} workspace; autonix builds the workspace as one package and does not deploy its members, so add a cluster entry for it by hand (e.g. `{} --filter {name} start`)",
+                    "{member} is a {} app in the {} workspace; autonix builds the workspace as one package and deploys at most one member (one with a `start` script), so add a cluster entry for it by hand (e.g. `{command}`)",
                     framework.name(),
                     eco.ecosystem.name(),
-                    match eco.ecosystem {
-                        EcosystemKind::Pnpm => "pnpm",
-                        EcosystemKind::Yarn => "yarn workspace",
-                        _ => "npm --workspace",
-                    }
                 ),
-                vec![ev_line(&manifest, dependency_line(text, dep), format!("depends on {dep}"))],
+                vec![ev_line(&manifest, dep_line, format!("depends on {dep}"))],
             );
         }
     }
