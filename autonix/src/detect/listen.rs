@@ -118,7 +118,7 @@ pub fn listen_port(text: &str) -> Option<(u32, u16, String)> {
 }
 
 /// A port number in call arguments: digits standing alone after `:`, `(`, `=`, `,`, a
-/// space or `|`, so the parts of `127.0.0.1` and identifiers never count.
+/// space or `|`, so the parts of `127.0.0.1` and identifiers never count, and at least 80.
 fn port_in(args: &str) -> Option<u16> {
     let args = args.split(')').next().unwrap_or(args);
     let bytes = args.as_bytes();
@@ -137,7 +137,8 @@ fn port_in(args: &str) -> Option<u16> {
                 && after != b'_';
             if standalone && (2..=5).contains(&(i - start)) {
                 if let Ok(port) = args[start..i].parse::<u16>() {
-                    if port > 0 {
+                    // Small numbers in these calls are counts and timeouts, not ports.
+                    if port >= 80 {
                         return Some(port);
                     }
                 }
@@ -176,6 +177,7 @@ mod tests {
             ("    app.run(host=\"0.0.0.0\", port=5000)", Some(5000)),
             ("// http.ListenAndServe(\":1\", nil)", None),
             ("cmd.Run(ctx, 5)", None),
+            ("srv.Start(ctx, 30)", None),
             ("conn.bind(addr_v4)", None),
             (
                 "export default { port: 3000, fetch() { return r; } };",
