@@ -104,9 +104,12 @@ pub fn is_interesting(rel_path: &str, name: &str) -> bool {
         return true;
     }
     // Spring's default configuration: which database the default profile uses.
-    if rel_path.ends_with("src/main/resources/application.properties")
-        || rel_path.ends_with("src/main/resources/application.yml")
-        || rel_path.ends_with("src/main/resources/application.yaml")
+    if name.starts_with("application.")
+        && matches!(
+            name,
+            "application.properties" | "application.yml" | "application.yaml"
+        )
+        && rel_path.ends_with(&format!("src/main/resources/{name}"))
     {
         return true;
     }
@@ -144,9 +147,10 @@ pub fn root_marker(name: &str) -> Option<RootMarker> {
         "cabal.project" | "stack.yaml" | "hugo.toml" | "hugo.yaml" | "hugo.json" => {
             Some(RootMarker::Manifest)
         }
-        _ if [".cabal", ".csproj", ".fsproj", ".vbproj", ".sln"]
-            .iter()
-            .any(|ext| name.ends_with(ext) && name.len() > ext.len()) =>
+        _ if matches!(
+            name.rsplit_once('.'),
+            Some((stem, "cabal" | "csproj" | "fsproj" | "vbproj" | "sln")) if !stem.is_empty()
+        ) =>
         {
             Some(RootMarker::Manifest)
         }
