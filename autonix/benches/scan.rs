@@ -148,7 +148,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         count.into_inner()
     });
     time("autonix walk + reads only", || {
-        autonix::repo::scan::scan(&root, &Default::default())
+        autonix::scan::scan(&root, &Default::default())
             .map(|i| i.files.len())
             .unwrap_or(0)
     });

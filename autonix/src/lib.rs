@@ -1,6 +1,6 @@
 //! autonix: understand a repository and write a flake that builds and deploys it.
 //!
-//! [`analyze`] walks a repository once ([`repo::scan`]), finds its project roots (several
+//! [`analyze`] walks a repository once ([`scan`]), finds its project roots (several
 //! in a monorepo) and records, per project, what it detected — languages, ecosystems and
 //! lockfiles, tool versions, containers, compose services, start commands, frameworks, CI
 //! test commands — each with a confidence and the evidence (file, line, reason) behind it.
@@ -16,27 +16,33 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod mapping;
-pub mod repo;
+// The modules flow one way, each using only those listed before it: the data model at the
+// bottom, then the walk, the per-ecosystem detectors, the analysis that runs them per
+// project, and the flake written from an analysis.
+pub mod analysis;
+pub mod detect;
+pub mod flake;
+pub mod model;
+pub mod scan;
 
 use std::path::Path;
 
-pub use repo::flake::FlakeError;
-pub use repo::model::*;
-pub use repo::scan::{ScanError, ScanOptions, ScanStats};
+pub use flake::FlakeError;
+pub use model::*;
+pub use scan::{ScanError, ScanOptions};
 
 /// Scans and analyses the repository at `root`.
 pub fn analyze(root: &Path, options: &ScanOptions) -> Result<Analysis, ScanError> {
-    let inventory = repo::scan::scan(root, options)?;
+    let inventory = scan::scan(root, options)?;
     let name = root
         .canonicalize()
         .ok()
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .unwrap_or_else(|| "repository".to_string());
-    Ok(repo::analysis::analyze(&inventory, &name))
+    Ok(analysis::analyze(&inventory, &name))
 }
 
-/// The flake for an analysis; see [`repo::flake`].
+/// The flake for an analysis; see [`flake`].
 pub fn generate_flake(analysis: &Analysis) -> Result<String, FlakeError> {
-    repo::flake::generate(analysis)
+    flake::generate(analysis)
 }

@@ -202,6 +202,13 @@ fn render_explain(a: &Analysis) -> String {
                 s.push_str(&format!("      {} — {}\n", at(e), e.reason));
             }
         }
+        if p.errors.is_empty() {
+            match autonix::flake::deployment(p) {
+                Some(Ok(why)) => s.push_str(&format!("  deployment: {why}\n")),
+                Some(Err(why)) => s.push_str(&format!("  not deployed: {why}\n")),
+                None => {}
+            }
+        }
         for (label, list) in [("warning", &p.warnings), ("error", &p.errors)] {
             for f in list {
                 s.push_str(&format!("  {label}: {}\n", f.message));

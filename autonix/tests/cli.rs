@@ -97,3 +97,57 @@ fn missing_path_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("cannot scan /nonexistent/autonix-test"));
 }
+
+/// An unreadable repository root scanned as "0 files" and `flake` said it found nothing,
+/// hiding the permission error.
+#[test]
+fn unreadable_root_is_an_error_not_an_empty_repository() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("locked");
+    std::fs::create_dir(&root).expect("mkdir");
+    std::fs::write(root.join("go.mod"), "module example.com/x\n\ngo 1.22\n").expect("write");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let root_s = root.to_str().expect("path");
+    // root reads everything: run as nobody so the permission bits count.
+    let out = if rustix::process::geteuid().is_root() {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_autonix"))
+            .args(["flake", root_s, "-o", "/dev/null", "--force"])
+            .output()
+            .expect("setpriv runs")
+    } else {
+        autonix(&["flake", root_s, "-o", "/dev/null", "--force"])
+    };
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod back");
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("cannot open {root_s}")), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    assert!(!err.contains("found nothing"), "{err}");
+}
+
+/// `explain` did not say why a binary got no deployment (or why one did).
+#[test]
+fn explain_says_why_a_program_is_or_is_not_deployed() {
+    let out = autonix(&["explain", fixture("c-cmake").to_str().expect("path")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains(
+            "  not deployed: `calc` gets a package but no deployment: nothing shows it serves"
+        ),
+        "{s}"
+    );
+    let out = autonix(&[
+        "explain",
+        fixture("go-server-and-examples").to_str().expect("path"),
+    ]);
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("  deployment: runs `server` as a service on port 3333: listens on port 3333"),
+        "{s}"
+    );
+}

@@ -1,6 +1,8 @@
 //! Snapshot tests over the fixture repositories in `tests/fixtures/<case>/`: the analysis
 //! (JSON) and the generated flake of each, every flake parse-checked by the real
-//! `nix-instantiate --parse`, and every result checked to be byte-for-byte reproducible.
+//! `nix-instantiate --parse` and evaluated by the real `nix-instantiate --eval` against the
+//! test-only nixpkgs stand-in in `tests/nixpkgs-standin/` (its `default.nix` says what it
+//! models), and every result checked to be byte-for-byte reproducible.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,10 +28,10 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// Cases whose interesting parts git cannot hold (symlinks, FIFOs, ignored files) are
 /// copied to a temporary directory of the same name and completed there.
-fn prepare(case: &str) -> (Option<tempfile::TempDir>, PathBuf) {
+pub fn prepare(case: &str) -> (Option<tempfile::TempDir>, PathBuf) {
     let source = fixtures().join(case);
     match case {
-        "symlink-loop" | "ignored-and-vendored" => {
+        "symlink-loop" | "ignored-and-vendored" | "monorepo-unsafe-dir-names" => {
             let tmp = tempfile::tempdir().expect("tempdir");
             let root = tmp.path().join(case);
             copy_dir(&source, &root);
@@ -44,6 +46,15 @@ fn prepare(case: &str) -> (Option<tempfile::TempDir>, PathBuf) {
                     .status()
                     .expect("mkfifo runs");
                 assert!(status.success(), "mkfifo failed");
+            } else if case == "monorepo-unsafe-dir-names" {
+                use std::os::unix::ffi::OsStrExt;
+                // Latin-1 `café`: a name git and most tools accept, and no UTF-8.
+                let dir = root.join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+                std::fs::create_dir_all(&dir).expect("mkdir");
+                std::fs::write(dir.join("go.mod"), "module example.com/cafe\n\ngo 1.22\n")
+                    .expect("write");
+                std::fs::write(dir.join("main.go"), "package main\n\nfunc main() {}\n")
+                    .expect("write");
             } else {
                 std::fs::create_dir_all(root.join("generated")).expect("mkdir");
                 std::fs::write(
@@ -90,6 +101,55 @@ fn parse_check(case: &str, flake: &str) {
     );
 }
 
+/// Copies a fixture for evaluation: regular files and directories only (Nix refuses to copy
+/// a FIFO into the store, and a symlink out of the tree is not the repository's).
+fn copy_regular(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("entry");
+        let kind = entry.file_type().expect("type");
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_regular(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Evaluates `flake` placed in a copy of the fixture: `Ok` or the first error line.
+fn eval_check(case: &str, root: &Path, flake: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join(case);
+    copy_regular(root, &copy);
+    std::fs::write(copy.join("flake.nix"), flake).expect("write flake");
+    let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nixpkgs-standin");
+    let out = Command::new("nix-instantiate")
+        .args(["--eval", "--strict", "--json", "--read-write-mode"])
+        .arg(standin.join("eval.nix"))
+        .arg("--arg")
+        .arg("dir")
+        .arg(&copy)
+        .arg("--arg")
+        .arg("standin")
+        .arg(&standin)
+        .env(
+            "NIX_CONFIG",
+            "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false",
+        )
+        .output()
+        .expect("nix-instantiate is installed");
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or("error: (no message)");
+    Err(first.replace(&*copy.to_string_lossy(), "<fixture>"))
+}
+
 #[test]
 fn every_fixture_matches_its_snapshots_and_parses() {
     let mut cases: Vec<String> = std::fs::read_dir(fixtures())
@@ -101,6 +161,8 @@ fn every_fixture_matches_its_snapshots_and_parses() {
     cases.sort();
     assert!(cases.len() >= 40, "only {} fixtures", cases.len());
     let mut parsed = 0;
+    let mut evaluated = 0;
+    let mut evaluation = String::new();
     for case in &cases {
         let (_guard, root) = prepare(case);
         let analysis = analyze(&root);
@@ -123,8 +185,70 @@ fn every_fixture_matches_its_snapshots_and_parses() {
         if ok {
             parse_check(case, &flake);
             parsed += 1;
+            match eval_check(case, &root, &flake) {
+                Ok(()) => {
+                    evaluated += 1;
+                    evaluation.push_str(&format!("{case}: evaluates\n"));
+                }
+                Err(e) => evaluation.push_str(&format!("{case}: {e}\n")),
+            }
         }
     }
+    // Which generated flakes evaluate, and why the others do not: each remaining failure is
+    // a file the flake's comments ask for (gemset.nix from bundix, Cargo.lock, deps.json).
+    insta::with_settings!({ prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::assert_snapshot!("flake-evaluation", evaluation);
+    });
+    assert!(
+        evaluated >= 45,
+        "only {evaluated} generated flakes evaluate"
+    );
     // Most fixtures must produce a flake; the refusals are deliberate (see their snapshots).
     assert!(parsed >= 40, "only {parsed} fixtures produced a flake");
+}
+
+/// The stand-in fails where nixpkgs fails: an argument a closed builder does not take, a
+/// required argument left out, a lockfile nixpkgs reads that is not there.
+#[test]
+fn nixpkgs_standin_rejects_what_nixpkgs_rejects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("repo");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    let flake = |package: &str| {
+        format!(
+            "{{ outputs = {{ self, nixpkgs }}: let pkgs = import nixpkgs {{ system = \"x86_64-linux\"; }}; in {{\n\
+             packages.x86_64-linux.default = {package};\n\
+             devShells.x86_64-linux.default = pkgs.mkShell {{ }};\n\
+             checks.x86_64-linux = {{ }};\n\
+             procurator.cluster = {{ }};\n}}; }}\n"
+        )
+    };
+    let cases = [
+        (
+            "pkgs.writeShellApplication { name = \"x\"; text = \"true\"; runtimeDeps = [ ]; }",
+            "called with unexpected argument 'runtimeDeps'",
+        ),
+        (
+            "pkgs.writeShellApplication { text = \"true\"; }",
+            "called without required argument 'name'",
+        ),
+        (
+            "pkgs.rustPlatform.buildRustPackage { pname = \"x\"; version = \"1\"; src = ./.; }",
+            "buildRustPackage: set cargoLock or cargoHash",
+        ),
+        (
+            "pkgs.rustPlatform.buildRustPackage { pname = \"x\"; version = \"1\"; src = ./.; cargoLock.lockFile = ./Cargo.lock; }",
+            "Cargo.lock does not exist",
+        ),
+    ];
+    for (package, want) in cases {
+        let err = eval_check("repo", &root, &flake(package)).expect_err(package);
+        assert!(err.contains(want), "{package}: {err}");
+    }
+    eval_check(
+        "repo",
+        &root,
+        &flake("pkgs.writeShellApplication { name = \"x\"; text = \"true\"; }"),
+    )
+    .expect("a correct call evaluates");
 }
