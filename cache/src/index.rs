@@ -429,6 +429,12 @@ pub fn unused_nars(conn: &Connection, cutoff: i64) -> rusqlite::Result<Vec<(Stri
     rows.collect()
 }
 
+/// Deletes the paths served from NAR `file`; answers how many.
+pub fn delete_paths_of_nar(conn: &Connection, file: &str) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM paths WHERE nar_file = ?1")?
+        .execute([file])
+}
+
 pub fn delete_nar(conn: &Connection, file: &str) -> rusqlite::Result<()> {
     conn.prepare_cached("DELETE FROM nars WHERE file = ?1")?
         .execute([file])?;

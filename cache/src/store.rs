@@ -206,6 +206,9 @@ impl Cache {
             let mut missing = 0;
             for file in &indexed {
                 if !self.nar_dir.join(file).exists() {
+                    // Its paths go first (they refer to it); delete_incomplete then removes
+                    // every path whose closure lost one of them.
+                    index::delete_paths_of_nar(&tx, file)?;
                     index::delete_nar(&tx, file)?;
                     missing += 1;
                 }
@@ -415,6 +418,11 @@ impl Cache {
                 .temp
                 .persist(&target)
                 .map_err(|e| io_error(&target)(e.error))?;
+            // The rename is durable only once the directory is: without this a power loss
+            // after the commit leaves a row whose file never appeared.
+            std::fs::File::open(&this.nar_dir)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io_error(&this.nar_dir))?;
             index::insert_nar(&tx, &row)?;
             tx.commit()?;
             Ok(row)
