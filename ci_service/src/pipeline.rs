@@ -590,7 +590,16 @@ impl Runner {
                 let _ = store.set_generation(id, state.active, false);
                 return Ok(msg);
             }
-            let generation = state.latest + 1;
+            let Some(generation) = state.latest.checked_add(1) else {
+                return Err(fail(
+                    &pin_step,
+                    None,
+                    format!(
+                        "the control plane's latest generation is {}, so there is no next one",
+                        state.latest
+                    ),
+                ));
+            };
             if let Err(e) = self.pin(&pin_step, generation, ev).await {
                 return Err(fail(&pin_step, None, e));
             }

@@ -79,6 +79,10 @@ type SpecMap = Rc<HashMap<String, VmSpec>>;
 /// Environment variable carrying the count of operator-requested restarts of an instance.
 pub const RESTART_ENV: &str = "PROCURATOR_RESTART";
 
+/// The largest generation accepted: 2^53 − 1, kept exactly by SQLite's and etcd's integers and
+/// by every JSON reader (a larger one was once stored as −1 and blocked every later publish).
+pub const MAX_GENERATION: u64 = (1 << 53) - 1;
+
 fn spec_map(specs: &[VmSpec]) -> SpecMap {
     Rc::new(specs.iter().map(|s| (s.name.clone(), s.clone())).collect())
 }
@@ -1124,6 +1128,17 @@ impl Cluster {
         if generation == 0 {
             return refuse(ErrorCode::Invalid, "generations start at 1".into());
         }
+        if generation > MAX_GENERATION {
+            return refuse(
+                ErrorCode::Invalid,
+                format!(
+                    "generation {generation} is above {MAX_GENERATION}, the largest one every \
+                     store and JSON reader keeps exactly; number generations from the latest \
+                     ({}) upwards",
+                    self.latest_generation
+                ),
+            );
+        }
         if let Err(e) = validate_specs(&specs) {
             return refuse(ErrorCode::Invalid, format!("{e}; nothing was stored"));
         }
@@ -1153,7 +1168,7 @@ impl Cluster {
                         format!(
                             "generation {generation} was already published with intent hash \
                              {intent_hash} but other VM specs; publish them as generation {}",
-                            self.latest_generation + 1
+                            self.latest_generation.saturating_add(1)
                         ),
                     );
                 }

@@ -165,6 +165,47 @@ fn remote(e: ClientError) -> schema::RemoteError {
     }
 }
 
+/// Generation u64::MAX was once accepted, stored as −1, and blocked every later publish until
+/// a restart, after which generations no longer increased.
+#[test]
+fn a_generation_no_store_keeps_exactly_is_refused_and_publishing_goes_on() {
+    let mut cp = ControlPlane::start();
+    local(async {
+        let op = cp.operator().await;
+        publish(&op, 1, &[spec("web", 1, 1)])
+            .await
+            .expect("publish 1");
+        for huge in [u64::MAX, 1 << 53, i64::MAX as u64 + 1] {
+            let e = remote(
+                publish(&op, huge, &[spec("web", 1, 1)])
+                    .await
+                    .expect_err("huge"),
+            );
+            assert_eq!(e.code, schema::ErrorCode::Invalid, "{e:?}");
+            assert!(
+                e.message.contains("is above 9007199254740991") && e.message.contains("latest (1)"),
+                "{e:?}"
+            );
+        }
+        let largest = (1u64 << 53) - 1;
+        publish(&op, largest, &[spec("web", 1, 1)])
+            .await
+            .expect("the largest generation");
+    });
+    cp.restart();
+    local(async {
+        let op = cp.operator().await;
+        let status = op.cluster_status().await.expect("status");
+        assert_eq!(status.active_generation, (1u64 << 53) - 1, "stored exactly");
+        let e = remote(
+            publish(&op, 2, &[spec("web", 1, 1)])
+                .await
+                .expect_err("stale"),
+        );
+        assert_eq!(e.code, schema::ErrorCode::Stale, "{e:?}");
+    });
+}
+
 #[test]
 fn publish_places_by_capacity_labels_and_spread_and_pushes_to_workers() {
     let cp = ControlPlane::start();
