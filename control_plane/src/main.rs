@@ -134,7 +134,7 @@ fn raise_fd_limit() -> u64 {
             current: limit.maximum,
             maximum: limit.maximum,
         };
-        match setrlimit(Resource::Nofile, raised.clone()) {
+        match setrlimit(Resource::Nofile, raised) {
             Ok(()) => limit = raised,
             Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
         }
