@@ -216,8 +216,35 @@ impl Runner {
                 repository.branch
             ));
         }
+        if let Some(reason) = self.behind_the_branch(repository, commit).await {
+            for name in ["push", "pin", "publish"] {
+                let step = self.step(id, name);
+                step.log(&reason);
+                step.finish(StepStatus::Skipped, None, &reason);
+            }
+            return Ok(format!("checks passed; not deployed: {reason}"));
+        }
         self.push(id, &evaluated).await?;
         self.publish(id, commit, &evaluated).await
+    }
+
+    /// Why `commit` must not be published: the deploy branch has moved past it. A replayed
+    /// webhook delivery, or a push overtaken by a later one, would otherwise publish an older
+    /// commit as the newest generation — a rollback nobody asked for.
+    async fn behind_the_branch(&self, repository: &Repository, commit: &str) -> Option<String> {
+        let bare = repos::bare_path(&self.shared.config.repos_dir(), &repository.name);
+        let head = repos::branch_head(&bare, &repository.branch).await.ok()??;
+        let behind = repos::is_behind(&bare, commit, &head)
+            .await
+            .unwrap_or(false);
+        behind.then(|| {
+            format!(
+                "{} is behind the head of {} ({}); an older commit is deployed only by `pcr rollback`",
+                commit.get(..12).unwrap_or(commit),
+                repository.branch,
+                head.get(..12).unwrap_or(&head)
+            )
+        })
     }
 
     async fn checkout(

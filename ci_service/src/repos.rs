@@ -264,6 +264,27 @@ pub async fn has_commit(bare: &Path, sha: &str) -> Result<bool> {
     }
 }
 
+/// Whether commit `older` is an ancestor of `newer` (and not the same commit).
+pub async fn is_behind(bare: &Path, older: &str, newer: &str) -> Result<bool> {
+    validate_commit(older)?;
+    validate_commit(newer)?;
+    if older == newer {
+        return Ok(false);
+    }
+    match git(
+        Some(bare),
+        &["merge-base", "--is-ancestor", older, newer],
+        true,
+        |_| {},
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(GitError::Failed { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Mirrors the remote's branches into the bare repository.
 pub async fn fetch(bare: &Path, remote: &str, on_line: impl FnMut(&str)) -> Result<()> {
     validate_remote(remote)?;
