@@ -33,6 +33,25 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::commands::ConnArgs;
 
+/// Prints to stdout, ignoring failures: when whoever reads `pcr up`'s output goes away (a
+/// pipe through `tee` closed by the same Ctrl-C), `pcr up` must still stop everything it
+/// started, which a panicking `println!` would not.
+macro_rules! say {
+    () => {{
+        let _ = writeln!(std::io::stdout().lock());
+    }};
+    ($($arg:tt)+) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)+);
+    }};
+}
+
+/// `say!` without the newline.
+macro_rules! say_raw {
+    ($($arg:tt)+) => {{
+        let _ = write!(std::io::stdout().lock(), $($arg)+);
+    }};
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct UpArgs {
     /// Workers to start.
@@ -223,7 +242,7 @@ impl Supervisor {
         match result {
             Ok(addr) => Ok(addr),
             Err(e) if optional => {
-                println!("  {name:<14} not started: {e:#}");
+                say!("  {name:<14} not started: {e:#}");
                 Ok(String::new())
             }
             Err(e) => Err(e),
@@ -241,11 +260,11 @@ impl Supervisor {
                 if let Ok(Some(status)) = p.try_wait() {
                     child.process = None;
                     if child.restarts >= MAX_RESTARTS {
-                        println!("! {} exited ({status}) and has been restarted {MAX_RESTARTS} times; giving up (log: {})", child.name, child.log.display());
+                        say!("! {} exited ({status}) and has been restarted {MAX_RESTARTS} times; giving up (log: {})", child.name, child.log.display());
                         continue;
                     }
                     let delay = Duration::from_millis(500 << child.restarts.min(6));
-                    println!(
+                    say!(
                         "! {} exited ({status}); restarting in {:.1} s (log: {})",
                         child.name,
                         delay.as_secs_f32(),
@@ -258,9 +277,9 @@ impl Supervisor {
                 child.restart_at = None;
                 child.restarts += 1;
                 match child.spawn().await {
-                    Ok(_) => println!("  {} restarted", child.name),
+                    Ok(_) => say!("  {} restarted", child.name),
                     Err(e) => {
-                        println!("! {} did not restart: {e:#}", child.name);
+                        say!("! {} did not restart: {e:#}", child.name);
                         child.restart_at = Some(now + Duration::from_secs(5));
                     }
                 }
@@ -290,7 +309,7 @@ impl Supervisor {
             match tokio::time::timeout(Duration::from_secs(10), process.wait()).await {
                 Ok(_) => {}
                 Err(_) => {
-                    println!("  {} did not stop within 10 s; killing it", child.name);
+                    say!("  {} did not stop within 10 s; killing it", child.name);
                     let _ = process.kill().await;
                 }
             }
@@ -345,7 +364,7 @@ async fn stop_orphans() {
     if left.is_empty() {
         return;
     }
-    println!(
+    say!(
         "  stopping {} workload process{}",
         left.len(),
         if left.len() == 1 { "" } else { "es" }
@@ -377,6 +396,87 @@ async fn stop_orphans() {
                 reap(pid);
             }
             return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Processes an earlier `pcr up` on this state directory left running — it was killed, or
+/// could not finish stopping: Procurator's own binaries started with the state directory in
+/// their command line, and the workloads and VMs of its workers (whose command line, working
+/// directory or environment names `<home>/workers/`). Never a user's shell sitting in the
+/// working copy.
+fn leftovers(home: &Path) -> Vec<(u32, String)> {
+    let me = std::process::id();
+    let home = home.to_string_lossy().into_owned();
+    let workers = format!("{home}/workers/");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<String> = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let program = args.first()?.rsplit('/').next()?.to_string();
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            // A process workload may chdir elsewhere (httpd into its store path), but its
+            // environment keeps the HOME its worker gave it.
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let in_environ = environ
+                .split(|b| *b == 0)
+                .any(|kv| String::from_utf8_lossy(kv).contains(&workers));
+            let ours = program.starts_with("pcr-") && args.iter().any(|a| a.contains(&home));
+            let workload = cwd.starts_with(&workers)
+                || args.iter().any(|a| a.contains(&workers))
+                || in_environ;
+            (ours || workload).then(|| (pid, args.join(" ")))
+        })
+        .collect()
+}
+
+/// Stops what an earlier run on this state directory left running: SIGTERM, SIGKILL after 5 s.
+async fn stop_leftovers(home: &Path) {
+    let left = leftovers(home);
+    if left.is_empty() {
+        return;
+    }
+    say!(
+        "  stopping {} process{} an earlier run left running:",
+        left.len(),
+        if left.len() == 1 { "" } else { "es" }
+    );
+    for (pid, args) in &left {
+        let shown: String = args.chars().take(100).collect();
+        say!("    {pid} {shown}");
+    }
+    let signal = |sig| {
+        for (pid, _) in leftovers(home) {
+            if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                let _ = rustix::process::kill_process(pid, sig);
+            }
+        }
+    };
+    signal(rustix::process::Signal::TERM);
+    let mut deadline = Instant::now() + Duration::from_secs(5);
+    let mut killed = false;
+    while !leftovers(home).is_empty() {
+        if Instant::now() >= deadline {
+            if killed {
+                say!("  ! some of them did not stop; see `ps` for what is left");
+                break;
+            }
+            signal(rustix::process::Signal::KILL);
+            killed = true;
+            deadline = Instant::now() + Duration::from_secs(2);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -443,7 +543,8 @@ pub async fn run(conn: &ConnArgs, args: &UpArgs) -> anyhow::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .context("cannot become a child subreaper")?;
 
-    println!("procurator up · state in {}", layout.home.display());
+    say!("procurator up · state in {}", layout.home.display());
+    stop_leftovers(&layout.home).await;
     let mut sup = Supervisor {
         children: Vec::new(),
         stopping: false,
@@ -452,12 +553,12 @@ pub async fn run(conn: &ConnArgs, args: &UpArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         r = up(conn, args, &layout, &example, &bin_dir, &mut sup) => r,
         _ = tokio::signal::ctrl_c() => {
-            println!("\nstopping…");
+            say!("\nstopping…");
             Ok(())
         }
     };
     sup.shutdown().await;
-    println!(
+    say!(
         "stopped after {:.0} s; state kept in {} (`pcr up` again resumes)",
         started.elapsed().as_secs_f32(),
         layout.home.display()
@@ -486,7 +587,7 @@ async fn up(
     .arg(&db);
     cp.ready = Some("pcr-control-plane listening on ");
     let master = sup.start(cp).await?;
-    println!("  {:<14} {master}", "control plane");
+    say!("  {:<14} {master}", "control plane");
 
     // Cache: the key is made once and kept.
     let cache_dir = layout.cache_dir();
@@ -525,7 +626,7 @@ async fn up(
     let cache_url = sup.start(cache).await?;
     std::fs::write(crate::plan::cache_url_file(), format!("{cache_url}\n"))
         .context("cannot write cache.url")?;
-    println!("  {:<14} {cache_url} (key {public_key})", "cache");
+    say!("  {:<14} {cache_url} (key {public_key})", "cache");
 
     // pcr-ci.
     let ci_dir = layout.ci_dir();
@@ -542,7 +643,7 @@ async fn up(
         .args(["--poll-interval-secs", "0"]);
     ci.ready = Some("pcr-ci listening on ");
     let ci_url = sup.start(ci).await?;
-    println!("  {:<14} {ci_url}", "ci");
+    say!("  {:<14} {ci_url}", "ci");
 
     // Workers.
     let op = {
@@ -578,7 +679,7 @@ async fn up(
     .await
     .context("the workers did not register with the control plane within 120 s; see their logs in the logs/ directory")?;
     for (id, backends) in &registered {
-        println!("  {id:<14} registered, backends: {backends}");
+        say!("  {id:<14} registered, backends: {backends}");
     }
 
     // The web UI, when this build has it.
@@ -617,13 +718,13 @@ async fn up(
     let (commit, pushed) = push_example(example, &source, &bare)?;
     let short: String = commit.chars().take(12).collect();
     if pushed {
-        println!(
+        say!(
             "repository {}: pushed {short} to {}",
             args.repo,
             bare.display()
         );
     } else {
-        println!(
+        say!(
             "repository {}: {short} is already pushed ({} unchanged)",
             args.repo,
             example.display()
@@ -644,16 +745,17 @@ async fn up(
     .context("pcr-ci recorded no pipeline for the push; see its log")?;
     let detail = follow_pipeline(&client, pipeline.id, sup, &mut events).await?;
     let failed = if detail.summary.status == Status::Failed {
-        println!(
+        say!(
             "pipeline {} failed: {}",
-            detail.summary.id, detail.summary.message
+            detail.summary.id,
+            detail.summary.message
         );
         print_failed_step(&client, &detail).await;
-        println!("the cluster keeps its running generation");
+        say!("the cluster keeps its running generation");
         Some(detail.summary.message.clone())
     } else {
         let generation = detail.summary.generation.unwrap_or(0);
-        println!("cluster converging to generation {generation}:");
+        say!("cluster converging to generation {generation}:");
         match converge(&op, generation, deadline, sup, &mut events).await? {
             Convergence::Converged => None,
             Convergence::Failed(reason) => Some(reason),
@@ -664,35 +766,35 @@ async fn up(
         }
     };
     let status = op.cluster_status().await?;
-    println!();
-    print!(
+    say!();
+    say_raw!(
         "{}",
         crate::commands::render_status(&status, crate::commands::now_ms())
     );
-    println!();
-    println!("  control plane  {master}          pcr control status · pcr events --follow");
-    println!("  ci             {ci_url}   pcr pipelines list · pcr pipelines show ID");
-    println!("  cache          {cache_url}");
-    println!(
+    say!();
+    say!("  control plane  {master}          pcr control status · pcr events --follow");
+    say!("  ci             {ci_url}   pcr pipelines list · pcr pipelines show ID");
+    say!("  cache          {cache_url}");
+    say!(
         "  repository     {}   (working copy: {}; commit and `git push`)",
         bare.display(),
         source.display()
     );
     match &web {
-        Some(url) => println!("  web UI         {url}"),
-        None => println!(
+        Some(url) => say!("  web UI         {url}"),
+        None => say!(
             "  web UI         not in this build (repohub will serve it on http://{})",
             args.web_listen
         ),
     }
-    println!("  logs           {}", layout.logs().display());
+    say!("  logs           {}", layout.logs().display());
     if args.until_converged {
         return match failed {
             Some(msg) => bail!("{msg}"),
             None => Ok(()),
         };
     }
-    println!("\nfollowing the cluster; Ctrl-C stops everything");
+    say!("\nfollowing the cluster; Ctrl-C stops everything");
     let timeout = Duration::from_secs(args.timeout_secs);
     follow_forever(
         &op,
@@ -832,7 +934,7 @@ fn push_example(example: &Path, source: &Path, bare: &Path) -> anyhow::Result<(S
         std::fs::write(&marker, &fingerprint)
             .with_context(|| format!("cannot write {}", marker.display()))?;
     } else if !git(source, &["status", "--porcelain"])?.trim().is_empty() {
-        println!(
+        say!(
             "working copy {} has uncommitted changes; deploying its last commit",
             source.display()
         );
@@ -858,7 +960,7 @@ fn push_example(example: &Path, source: &Path, bare: &Path) -> anyhow::Result<(S
         }
         // The post-receive hook's lines: which pipeline the push queued.
         for line in said.lines().filter(|l| l.contains("pcr-ci:")) {
-            println!("  {}", line.trim_start_matches("remote:").trim());
+            say!("  {}", line.trim_start_matches("remote:").trim());
         }
     }
     Ok((commit, pushed))
@@ -905,7 +1007,7 @@ fn print_step(step: &ci_service::store::StepRecord) {
         _ => " ",
     };
     let took = step.duration_ms().map(seconds).unwrap_or_default();
-    println!("  {mark} {:<9} {took:>8}  {}", step.name, step.summary);
+    say!("  {mark} {:<9} {took:>8}  {}", step.name, step.summary);
 }
 
 fn print_event(e: &Event) {
@@ -920,7 +1022,7 @@ fn print_event(e: &Event) {
             | EventKind::GenerationPublished
     );
     if wanted {
-        println!("    {}", e.message);
+        say!("    {}", e.message);
     }
 }
 
@@ -932,7 +1034,7 @@ async fn follow_pipeline(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Vec<Event>>,
 ) -> anyhow::Result<PipelineDetail> {
     let first = client.pipeline(id).await?;
-    println!(
+    say!(
         "pipeline {id} · {} at {}",
         first.summary.ref_name.trim_start_matches("refs/heads/"),
         first.summary.commit.chars().take(12).collect::<String>()
@@ -946,7 +1048,7 @@ async fn follow_pipeline(
             after = line.seq;
             // Progress of a run that is happening now; a finished one shows its steps only.
             if live && (line.line.starts_with("building ") || line.line.starts_with("copying ")) {
-                println!("      {}", line.line);
+                say!("      {}", line.line);
             }
         }
         let detail = client.pipeline(id).await?;
@@ -983,7 +1085,7 @@ async fn print_failed_step(client: &CiClient, detail: &PipelineDetail) {
             .map(|l| l.line.as_str())
             .collect();
         for line in &lines[lines.len().saturating_sub(15)..] {
-            println!("    | {line}");
+            say!("    | {line}");
         }
     }
 }
@@ -1034,12 +1136,12 @@ async fn converge(
                 .filter(|i| i.worker_id.is_empty())
                 .map(|i| format!("{} is unplaced: {}", i.instance_id, i.unplaced_reason))
                 .collect();
-            println!(
+            say!(
                 "converged: every placed instance runs generation {generation} and is healthy ({:.1} s)",
                 started.elapsed().as_secs_f32()
             );
             for u in unplaced {
-                println!("  note: {u}");
+                say!("  note: {u}");
             }
             return Ok(Convergence::Converged);
         }
@@ -1047,7 +1149,7 @@ async fn converge(
             while let Ok(batch) = events.try_recv() {
                 batch.iter().for_each(print_event);
             }
-            println!("generation {generation} failed: {reason}");
+            say!("generation {generation} failed: {reason}");
             return Ok(Convergence::Failed(format!(
                 "generation {generation} failed: {reason}"
             )));
@@ -1101,15 +1203,15 @@ async fn follow_forever(
                     if let Some(p) = new.first() {
                         last = p.id;
                         let detail = follow_pipeline(client, p.id, sup, events).await?;
-                        println!("pipeline {}: {} — {}", p.id, detail.summary.status, detail.summary.message);
+                        say!("pipeline {}: {} — {}", p.id, detail.summary.status, detail.summary.message);
                         if detail.summary.status == Status::Failed {
                             print_failed_step(client, &detail).await;
-                            println!("the cluster keeps its running generation");
+                            say!("the cluster keeps its running generation");
                         } else if let Some(generation) = detail.summary.generation.filter(|_| detail.summary.deploy) {
-                            println!("cluster converging to generation {generation}:");
+                            say!("cluster converging to generation {generation}:");
                             let deadline = Instant::now() + timeout;
                             if converge(op, generation, deadline, sup, events).await? == Convergence::TimedOut {
-                                println!("generation {generation} did not converge within {} s; still following", timeout.as_secs());
+                                say!("generation {generation} did not converge within {} s; still following", timeout.as_secs());
                             }
                         }
                     }
