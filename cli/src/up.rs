@@ -788,6 +788,17 @@ async fn up(
         ),
     }
     say!("  logs           {}", layout.logs().display());
+    // The commands above, from another shell: pcr finds this cluster's operator token through
+    // PROCURATOR_HOME, and the binary beside the others.
+    let pcr_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| bin_dir.to_path_buf());
+    say!(
+        "  another shell  export PROCURATOR_HOME={} PATH={}:$PATH",
+        layout.home.display(),
+        pcr_dir.display()
+    );
     if args.until_converged {
         return match failed {
             Some(msg) => bail!("{msg}"),
