@@ -13,10 +13,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use control_plane::auth::Tokens;
+use control_plane::cluster::{Cluster, Config};
 use control_plane::rpc::Server;
 use control_plane::scheduler::{schedule, WorkerView};
-use control_plane::state::{Cluster, Config};
-use control_plane::store::Store;
+use control_plane::store::SqliteStore;
 use schema::client::{GatewayClient, MasterClient};
 use schema::model::*;
 use schema::worker_capnp::worker_callback;
@@ -164,7 +164,7 @@ fn start_control_plane(dir: &std::path::Path) -> (std::net::SocketAddr, String) 
     let op = "operator-token".to_string();
     let tokens = Tokens::new(op.clone(), "worker-token".into());
     let addr = server_thread(move |listener| async move {
-        let store = Store::open(&db, false).expect("db");
+        let store = SqliteStore::open(&db, false).expect("db");
         let cluster = Cluster::load(
             store,
             Config {

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::{Role, Tokens};
-use crate::state::{Cluster, Outcome};
+use crate::cluster::{Cluster, Outcome};
 
 /// Events sent to a new watcher before live ones, at most.
 const WATCH_BACKLOG: u32 = 1_000;
