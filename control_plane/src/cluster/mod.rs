@@ -255,3 +255,6 @@ fn p_worker<'a>(placements: &'a BTreeMap<String, StoredPlacement>, id: &str) -> 
         .and_then(|p| p.worker_id.as_deref())
         .unwrap_or("")
 }
+
+#[cfg(test)]
+mod tests;
