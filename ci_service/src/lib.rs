@@ -21,7 +21,6 @@ pub mod client;
 pub mod config;
 pub mod nix;
 pub mod pipeline;
-pub mod plan;
 pub mod repos;
 pub mod rollout;
 pub mod server;
@@ -33,10 +32,4 @@ mod process;
 pub use config::Config;
 pub use store::Store;
 
-/// Milliseconds since the Unix epoch; the unit of every timestamp pcr-ci records.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use support::now_ms;

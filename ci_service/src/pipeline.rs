@@ -13,6 +13,7 @@ use std::sync::Arc;
 use schema::client::{ClientError, MasterClient};
 use schema::model::Blueprint;
 use schema::ErrorCode;
+use support::nix::first_error;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Config;
@@ -779,39 +780,6 @@ fn fail(step: &Step, exit_code: Option<i32>, message: String) -> Failed {
     Failed(message)
 }
 
-/// The line that says what went wrong: the first `error:` line (nix puts the reason there and
-/// the trace after it), else the last line printed.
-pub fn first_error(lines: &[String]) -> String {
-    let error = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("error:"));
-    match error {
-        Some(i) => {
-            // nix continues a message on indented lines; keep the sentence, not the trace.
-            let mut text = lines[i].trim().to_string();
-            for more in lines[i + 1..].iter().take(3) {
-                let t = more.trim();
-                if t.is_empty()
-                    || t.starts_with("at ")
-                    || t.starts_with('…')
-                    || t.contains("--show-trace")
-                {
-                    break;
-                }
-                text.push(' ');
-                text.push_str(t);
-            }
-            text
-        }
-        None => lines
-            .iter()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_string())
-            .unwrap_or_else(|| "it printed nothing".into()),
-    }
-}
-
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -821,28 +789,3 @@ fn plural(n: usize) -> &'static str {
 }
 
 pub use schema::error_chain;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_error_line_is_the_sentence_not_the_trace() {
-        let lines: Vec<String> = [
-            "evaluating flake...",
-            "error: cluster.vms.web.cpu: expected an integer between 1 and 1024, got 0",
-            "       (defined in /nix/store/x-source/cluster.nix)",
-            "",
-            "       at /nix/store/x-source/lib/modules.nix:1:2:",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            first_error(&lines),
-            "error: cluster.vms.web.cpu: expected an integer between 1 and 1024, got 0 (defined in /nix/store/x-source/cluster.nix)"
-        );
-        assert_eq!(first_error(&["a".into(), "b".into(), " ".into()]), "b");
-        assert_eq!(first_error(&[]), "it printed nothing");
-    }
-}

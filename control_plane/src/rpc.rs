@@ -185,17 +185,7 @@ impl Server {
                 .get()
                 .init_result()
                 .set_unchanged(p.get_last_seen_revision()),
-            Ok(Some(a)) => {
-                let mut b = results.get().init_result().init_assignment();
-                b.set_generation(a.generation);
-                b.set_revision(a.revision);
-                let mut list = b.init_instances(a.instances.len() as u32);
-                for (i, (id, spec)) in a.instances.iter().enumerate() {
-                    let mut item = list.reborrow().get(i as u32);
-                    item.set_instance_id(id.as_str());
-                    write_vm_spec(item.init_spec(), spec);
-                }
-            }
+            Ok(Some(a)) => write_assignment(results.get().init_result().init_assignment(), &a),
             Err(e) => write_error(results.get().init_result().init_err(), &e),
         }
         Ok(())
@@ -629,6 +619,29 @@ impl master::Server for MasterImpl {
                     results.get().init_result().init_ok(list.len() as u32),
                     &list,
                 ),
+                Err(e) => write_err(results.get().init_result().init_err(), &e),
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn plan_placement(
+        self: CapRc<Self>,
+        params: master::PlanPlacementParams,
+        mut results: master::PlanPlacementResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let p = params.get()?;
+            let specs = read_vm_specs(p.get_vm_specs()?)?;
+            let settings = read_settings(p.get_settings()?)?;
+            match self
+                .server
+                .cluster
+                .borrow()
+                .plan_placement(&specs, &settings)
+            {
+                Ok(placement) => write_placement(results.get().init_result().init_ok(), &placement),
                 Err(e) => write_err(results.get().init_result().init_err(), &e),
             }
             Ok(())

@@ -1001,3 +1001,25 @@ mod tests {
         assert!(Blueprint::from_json(&unknown_field).is_err());
     }
 }
+
+// ---- what the control plane decides ----
+
+/// What a worker should run: the instances placed on it, each with the spec of its generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// The active generation.
+    pub generation: u64,
+    /// Changes whenever this worker's instances change.
+    pub revision: u64,
+    /// (instance id, spec)
+    pub instances: Vec<(String, VmSpec)>,
+}
+
+/// Where the scheduler puts instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// instance id → worker id.
+    pub assigned: BTreeMap<String, String>,
+    /// instance id → why it could not be placed.
+    pub unplaced: BTreeMap<String, String>,
+}

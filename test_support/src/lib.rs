@@ -48,18 +48,7 @@ pub fn cargo_bin(name: &str) -> PathBuf {
     path
 }
 
-/// Makes a child die with the test process, even when the test process is killed.
-pub fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
+pub use support::process::die_with_parent;
 
 /// A child process, killed when dropped.
 pub struct Proc {

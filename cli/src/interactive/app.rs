@@ -6,13 +6,11 @@
 //! feed to run); [`App::apply`] folds one [`Update`] from the feed in. Drawing only reads this
 //! state, so every behaviour here is unit-tested without a terminal.
 
-use std::collections::{HashMap, VecDeque};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use schema::model::*;
-
-use super::pipelines::{Pipeline, PipelineRun};
-use super::views;
 
 /// How many events the TUI keeps; the control plane keeps them all.
 pub const EVENT_MEMORY: usize = 1_000;
@@ -232,6 +230,43 @@ pub enum Update {
     ActionDone(Action, Result<String, String>),
 }
 
+/// What a filter sees of a row: named columns (matched by `name=value` and by plain words)
+/// and labels (matched by `key=value` when no column has that name).
+pub struct RowFields<'a> {
+    pub fields: Vec<(&'static str, Cow<'a, str>)>,
+    pub labels: Option<&'a BTreeMap<String, String>>,
+}
+
+impl RowFields<'_> {
+    /// `Some(true)` when a column (or, if no column has that name, a label) named `key` has
+    /// `value` (both compared without case); `None` when the row has nothing named `key`.
+    pub fn equals(&self, key: &str, value: &str) -> Option<bool> {
+        let mut named = self.fields.iter().filter(|(k, _)| *k == key).peekable();
+        if named.peek().is_some() {
+            return Some(named.any(|(_, v)| v.eq_ignore_ascii_case(value)));
+        }
+        let labels = self.labels?;
+        labels
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.eq_ignore_ascii_case(value))
+    }
+}
+
+/// How the fields of a row of a view are read; the views know (`views::fields`), and hand
+/// that knowledge to [`App::new`] so the state does not depend on its drawing.
+pub type FieldsOf = for<'a> fn(&'a App, View, usize) -> RowFields<'a>;
+
+/// A CI run as the pipelines list shows it.
+pub use schema::ci::PipelineSummary as Pipeline;
+
+/// A run with its steps and the tail of its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineRun {
+    pub detail: schema::ci::PipelineDetail,
+    pub log: Vec<schema::ci::LogLine>,
+}
+
 /// A filter typed after `/`: words are ANDed; `key=value` and `key!=value` match a column
 /// named `key` or, when the row has no such column, a label; other words match any column.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -277,7 +312,7 @@ impl Filter {
     }
 
     /// Whether a row with these columns and labels passes.
-    pub fn matches(&self, row: &views::RowFields<'_>) -> bool {
+    pub fn matches(&self, row: &RowFields<'_>) -> bool {
         self.terms.iter().all(|t| match t {
             Term::Text(w) => {
                 row.fields.iter().any(|(_, v)| contains_lower(v, w))
@@ -453,6 +488,8 @@ impl Summary {
 
 /// The whole state of the TUI.
 pub struct App {
+    /// Reads a row's filterable fields (see [`FieldsOf`]).
+    fields_of: FieldsOf,
     /// The clock every relative time is computed from; set before each draw, fixed in tests.
     pub now_ms: u64,
     pub master: String,
@@ -483,8 +520,9 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(master: &str, now_ms: u64) -> App {
+    pub fn new(master: &str, now_ms: u64, fields_of: FieldsOf) -> App {
         App {
+            fields_of,
             now_ms,
             master: master.to_string(),
             ci: None,
@@ -737,7 +775,7 @@ impl App {
                 order.collect()
             } else {
                 order
-                    .filter(|&i| filter.matches(&views::fields(self, view, i)))
+                    .filter(|&i| filter.matches(&(self.fields_of)(self, view, i)))
                     .collect()
             };
             (rows, n)

@@ -15,6 +15,7 @@ pub mod app;
 pub mod live;
 pub mod pipelines;
 pub mod terminal;
+pub mod theme;
 pub mod ui;
 pub mod views;
 
@@ -34,9 +35,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 pub use app::{Action, App, Update, View};
-pub use ui::Theme;
+pub use theme::Theme;
 
-use crate::commands::{now_ms, operator_token, ConnArgs};
+use crate::conn::{operator_token, ConnArgs};
+use support::now_ms;
 
 #[derive(Args, Debug, Clone)]
 pub struct TuiArgs {
@@ -68,7 +70,7 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
     let session = live::Session::open(&conn.master, &token).await?;
 
     let ci = args.ci.client();
-    let mut app = App::new(&conn.master, now_ms());
+    let mut app = App::new(&conn.master, now_ms(), views::fields);
     app.ci = Some(ci.base().to_string());
     app.switch_to(args.view);
     let theme = Theme::from_env();

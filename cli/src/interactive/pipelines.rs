@@ -7,13 +7,14 @@
 
 use std::time::Duration;
 
-use ci_service::client::CiClient;
+use schema::ci::client::CiClient;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 
-pub use ci_service::store::{LogLine, PhaseRecord, PipelineSummary as Pipeline, StepRecord};
+pub use schema::ci::{LogLine, PhaseRecord, StepRecord};
 
 use super::app::{App, Detail, Screen, Target, Update, View};
+pub use super::app::{Pipeline, PipelineRun};
 
 /// How often the list is fetched while on screen.
 pub const LIST_POLL: Duration = Duration::from_secs(2);
@@ -25,13 +26,6 @@ const LOG_WAIT: Duration = Duration::from_secs(20);
 pub const LOG_KEEP: usize = 2_000;
 /// Lines usually arrive in bursts: gather them for this long before drawing again.
 const LOG_GATHER: Duration = Duration::from_millis(200);
-
-/// A run with its steps and the tail of its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipelineRun {
-    pub detail: ci_service::store::PipelineDetail,
-    pub log: Vec<LogLine>,
-}
 
 /// What the screen shows of CI right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -30,22 +30,16 @@ mod workers;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use schema::model::*;
 use schema::{ErrorCode, RemoteError};
+use support::now_ms;
 
 use crate::store::{Store, StoreError, StoredGeneration, StoredPlacement, StoredWorker};
 
 use self::change::Change;
 use self::rollout::{secs, VmRollout};
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Config {
@@ -80,14 +74,6 @@ pub struct PublishSummary {
     pub placed: u32,
     pub unplaced: u32,
     pub revision: u64,
-}
-
-/// What a worker should run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Assignment {
-    pub generation: u64,
-    pub revision: u64,
-    pub instances: Vec<(String, VmSpec)>,
 }
 
 type SpecMap = Rc<HashMap<String, VmSpec>>;

@@ -26,6 +26,23 @@ pub(super) fn view(stored: &StoredWorker) -> WorkerView {
 }
 
 impl Cluster {
+    /// Where the scheduler would place `specs` now, against the workers and placements as they
+    /// are (`pcr plan`). Changes nothing.
+    pub fn plan_placement(
+        &self,
+        specs: &[VmSpec],
+        settings: &ClusterSettings,
+    ) -> Result<Placement, RemoteError> {
+        validate_specs(specs).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+        let views: Vec<WorkerView> = self.workers.values().map(|w| view(&w.stored)).collect();
+        let current: BTreeMap<String, String> = self
+            .placements
+            .values()
+            .filter_map(|p| p.worker_id.clone().map(|w| (p.instance_id.clone(), w)))
+            .collect();
+        Ok(schedule(specs, settings.strategy, &views, &current))
+    }
+
     /// Places the target generation's instances again. Instances that stay keep their
     /// generation; new ones get the target's. Also moves instances off draining workers.
     pub(super) fn reschedule(&self, change: &mut Change) {

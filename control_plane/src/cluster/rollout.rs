@@ -1,6 +1,6 @@
 //! Rollout decisions as pure functions of plain data: whether an instance serves, whether it
 //! failed its rollout, how the canary gate stands, how many instances may move now, and what
-//! phase a VM's rollout is in. The controller ([`super::progress`]) gathers the data from the
+//! phase a VM's rollout is in. The controller (the `progress` module beside this one) gathers the data from the
 //! cluster and applies the answers; these functions decide and are tested here, by table.
 
 use schema::model::{Health, InstanceReport, Phase, RolloutPhase, RolloutStrategy, VmSpec};

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use schema::model::{Event, EventKind, WorkerState};
+use support::sqlite::{self, MigrateError, Synchronous};
 
 use super::{
     Batch, Result, Snapshot, Store, StoreError, StoredGeneration, StoredPlacement, StoredWorker,
@@ -84,41 +85,21 @@ fn parse_state(s: &str) -> WorkerState {
 
 impl SqliteStore {
     pub fn open(path: &Path, full_sync: bool) -> Result<SqliteStore> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
+        };
+        let sync = if full_sync {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        };
+        let mut conn = sqlite::open(path, sync).map_err(open_err)?;
+        sqlite::migrate(&mut conn, MIGRATIONS).map_err(|e| match e {
+            MigrateError::TooNew { found, known } => StoreError::TooNew { found, known },
+            MigrateError::Sql(e) => StoreError::Sql(e),
         })?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            if full_sync { "FULL" } else { "NORMAL" },
-        )?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = SqliteStore { conn };
-        store.migrate()?;
-        Ok(store)
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew {
-                found: version,
-                known,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
+        Ok(SqliteStore { conn })
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>> {

@@ -107,7 +107,7 @@ pub async fn serve(
         }
     }
 
-    let repos_dir = ci_service::config::repos_dir(app.ci.state_dir());
+    let repos_dir = schema::ci::repos_dir(app.ci.state_dir());
     let mut cmd = tokio::process::Command::new("git");
     cmd.arg("http-backend")
         .env_clear()

@@ -1251,10 +1251,10 @@ async fn badge(State(app): State<AppState>, Path(file): Path<String>) -> Result<
     let (message, color, shields) = match app.ci.pipelines(Some(&repo.ci_name), 20).await {
         Ok(list) => match list.iter().find(|p| p.deploy) {
             Some(p) => match p.status {
-                ci_service::store::Status::Succeeded => ("passing", "#2e9d57", "brightgreen"),
-                ci_service::store::Status::Failed => ("failing", "#d73a49", "red"),
-                ci_service::store::Status::Running => ("running", "#dbab09", "yellow"),
-                ci_service::store::Status::Queued => ("queued", "#9f9f9f", "lightgrey"),
+                schema::ci::Status::Succeeded => ("passing", "#2e9d57", "brightgreen"),
+                schema::ci::Status::Failed => ("failing", "#d73a49", "red"),
+                schema::ci::Status::Running => ("running", "#dbab09", "yellow"),
+                schema::ci::Status::Queued => ("queued", "#9f9f9f", "lightgrey"),
             },
             None => ("no runs", "#9f9f9f", "lightgrey"),
         },

@@ -11,7 +11,7 @@ use schema::model::*;
 
 use super::{bar, bytes, clock, mib, vms};
 use crate::interactive::app::{App, DetailData, Target};
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 use crate::table::{ago, duration, short_path};
 
 const LABEL: usize = 13;

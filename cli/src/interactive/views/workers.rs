@@ -8,7 +8,7 @@ use schema::model::{WorkerState, WorkerStatus};
 
 use super::{bar, Column, RowFields};
 use crate::interactive::app::App;
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 use crate::table::ago;
 
 pub const COLUMNS: &[Column] = &[
