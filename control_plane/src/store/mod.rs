@@ -1,6 +1,6 @@
 //! Where the cluster's state persists, behind one seam.
 //!
-//! The cluster (`crate::cluster::Cluster`) keeps the whole state in memory and changes it only through
+//! The cluster keeps the whole state in memory and changes it only through
 //! [`Store::apply`]: one [`Batch`] per request, committed atomically or not at all, before memory
 //! changes. At start it reads everything back with [`Store::load`]. History that is only read on
 //! request (old generations, events) is asked for when needed. That is all a backend must do,

@@ -8,8 +8,8 @@ use schema::ci::{PipelineSummary, Status, StepStatus};
 use schema::model::{Health, Phase, RolloutPhase, WorkerState};
 
 use super::format::{self, short};
+use super::forms::{NewProjectForm, NewRepositoryForm};
 use super::views::*;
-use super::{NewProjectForm, NewRepositoryForm};
 use crate::db::{RepoKind, Role};
 
 /// Who is looking, for the navigation bar and forms.
