@@ -53,22 +53,9 @@ pub struct RepoThread {
 impl RepoThread {
     pub fn spawn(shared: Shared, repository: &str) -> std::io::Result<RepoThread> {
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name(format!("pipeline-{repository}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start a pipeline runtime");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, consume(shared, rx));
-            })?;
+        support::runtime::spawn_local_thread(format!("pipeline-{repository}"), move || {
+            consume(shared, rx)
+        })?;
         Ok(RepoThread { tx })
     }
 

@@ -104,18 +104,6 @@ fn bench_scheduler(runs: usize) {
     );
 }
 
-struct Nothing;
-
-impl worker_callback::Server for Nothing {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        _: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        std::future::ready(Ok(()))
-    }
-}
-
 /// Runs `f` on its own thread with a current-thread runtime and a LocalSet, forever.
 fn server_thread<F, Fut>(f: F) -> std::net::SocketAddr
 where
@@ -182,7 +170,7 @@ fn start_control_plane(dir: &std::path::Path) -> (std::net::SocketAddr, String) 
 fn bench_rpc(n: usize) {
     println!("\n## RPC round trip over loopback TCP, server on its own thread ({n} sequential calls each)");
     let echo_addr = server_thread(|listener| async move {
-        let cb: worker_callback::Client = capnp_rpc::new_client(Nothing);
+        let cb: worker_callback::Client = test_support::sim::ignoring();
         loop {
             let (stream, _) = listener.accept().await.expect("accept");
             let system = schema::net::rpc_over(
@@ -227,7 +215,7 @@ fn bench_rpc(n: usize) {
                 backends: vec![Backend::Process],
                 ..Default::default()
             };
-            gw.register(&info, capnp_rpc::new_client(Nothing)).await.expect("register");
+            gw.register(&info, test_support::sim::ignoring()).await.expect("register");
         }
         let bp = specs(10, 5, 0);
         op.publish_state("c1", 1, "h1", &bp, &ClusterSettings::default()).await.expect("publish");
@@ -320,7 +308,7 @@ fn bench_publish(runs: usize) {
                 backends: vec![Backend::Process],
                 ..Default::default()
             };
-            gw.register(&info, capnp_rpc::new_client(Nothing)).await.expect("register");
+            gw.register(&info, test_support::sim::ignoring()).await.expect("register");
         }
         let settings = ClusterSettings::default();
         let mut first = Vec::new();

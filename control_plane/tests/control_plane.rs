@@ -10,7 +10,6 @@ use std::time::Duration;
 use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient};
 use schema::model::*;
 use schema::net::{connect_master, connect_worker, Connection, NetError};
-use schema::worker_capnp::worker_callback;
 use schema::ErrorCode;
 use test_support::{eventually, ControlPlane, Options};
 use tokio::sync::mpsc;
@@ -34,23 +33,6 @@ struct SimWorker {
     _conn: Connection,
 }
 
-struct Callback {
-    tx: mpsc::UnboundedSender<u64>,
-}
-
-impl worker_callback::Server for Callback {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        params: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        let r = params.get().map(|p| {
-            let _ = self.tx.send(p.get_revision());
-        });
-        std::future::ready(r)
-    }
-}
-
 fn info(id: &str, cpu: u32, mem: u64, labels: &[(&str, &str)]) -> WorkerInfo {
     WorkerInfo {
         id: id.into(),
@@ -71,10 +53,8 @@ async fn sim_worker(cp: &ControlPlane, info: WorkerInfo) -> SimWorker {
         .await
         .expect("worker login");
     let gw = GatewayClient::new(gw);
-    let (tx, pushes) = mpsc::unbounded_channel();
-    gw.register(&info, capnp_rpc::new_client(Callback { tx }))
-        .await
-        .expect("register");
+    let (callback, pushes) = test_support::sim::callback();
+    gw.register(&info, callback).await.expect("register");
     SimWorker {
         id: info.id,
         gw,
@@ -111,14 +91,7 @@ impl SimWorker {
             AssignmentUpdate::Changed(a) => a
                 .instances
                 .into_iter()
-                .map(|(id, spec)| InstanceReport {
-                    instance_id: id,
-                    vm_name: spec.name.clone(),
-                    closure: spec.closure.clone(),
-                    phase: Phase::Running,
-                    health: Health::Healthy,
-                    ..Default::default()
-                })
+                .map(|(id, spec)| test_support::sim::running(&id, &spec, 0))
                 .collect(),
             AssignmentUpdate::Unchanged(_) => Vec::new(),
         };

@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 
 use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient};
 use schema::model::*;
-use schema::worker_capnp::worker_callback;
 use test_support::{eventually, ControlPlane, Options};
-use tokio::sync::mpsc;
 
 fn local<F: std::future::Future>(f: F) -> F::Output {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -43,19 +41,6 @@ struct Behaviour {
     start_ms: u64,
 }
 
-struct Push(mpsc::UnboundedSender<()>);
-
-impl worker_callback::Server for Push {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        _: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        let _ = self.0.send(());
-        std::future::ready(Ok(()))
-    }
-}
-
 /// Runs a simulated worker until the test ends; reconnects when the control plane restarts.
 fn spawn_sim(addr: String, token: String, id: &str, behaviour: Rc<RefCell<Behaviour>>) {
     let info = WorkerInfo {
@@ -74,12 +59,8 @@ fn spawn_sim(addr: String, token: String, id: &str, behaviour: Rc<RefCell<Behavi
                 continue;
             };
             let gw = GatewayClient::new(gw);
-            let (tx, mut pushes) = mpsc::unbounded_channel();
-            if gw
-                .register(&info, capnp_rpc::new_client(Push(tx)))
-                .await
-                .is_err()
-            {
+            let (callback, mut pushes) = test_support::sim::callback();
+            if gw.register(&info, callback).await.is_err() {
                 continue;
             }
             loop {

@@ -101,22 +101,9 @@ impl ControlPlane {
             ..Snapshot::default()
         }));
         let (requests, req_rx) = mpsc::channel(64);
-        std::thread::Builder::new()
-            .name("control-plane".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the control plane thread");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, run(target, snap_tx, req_rx));
-            })?;
+        support::runtime::spawn_local_thread("control-plane".into(), move || {
+            run(target, snap_tx, req_rx)
+        })?;
         Ok(ControlPlane { snapshot, requests })
     }
 

@@ -1,6 +1,7 @@
 //! Small helpers every Procurator process shares, each written once: the wall clock in
 //! milliseconds ([`now_ms`]), waiting for a shutdown signal ([`signal`]), starting children that
-//! die with their parent ([`process`]), invoking nix ([`nix`]), secret files ([`secret`]), and —
+//! die with their parent ([`process`]), a thread for `!Send` futures ([`runtime`]), invoking nix
+//! ([`nix`]), secret files ([`secret`]), and —
 //! with the `sqlite` feature — opening a SQLite file with WAL and running its migrations
 //! ([`sqlite`]).
 //!
@@ -9,6 +10,7 @@
 
 pub mod nix;
 pub mod process;
+pub mod runtime;
 pub mod secret;
 pub mod signal;
 #[cfg(feature = "sqlite")]

@@ -1,7 +1,9 @@
 //! Shared scaffolding for Procurator's integration tests: locating (and if needed building) the
 //! workspace's binaries, starting a real control plane process on a free port with a temporary
-//! database, and building test VM images. Never used by production code.
+//! database, the pieces of a simulated worker ([`sim`]), and building test VM images. Never used
+//! by production code.
 
+pub mod sim;
 pub mod vm_image;
 
 use std::io::{BufRead, BufReader};
