@@ -441,7 +441,8 @@ async fn post_webhook(
             return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "ignored": format!("`{other}` events do not start pipelines") }))).into_response());
         }
     }
-    let event = PushEvent::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let event = PushEvent::parse(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, schema::error_chain(&e)))?;
     let repo = ci
         .store
         .repository(&name)?

@@ -12,8 +12,8 @@
 //! The terminal is restored on every way out, panics included ([`terminal`]).
 
 pub mod app;
+pub mod ci_feed;
 pub mod live;
-pub mod pipelines;
 pub mod terminal;
 pub mod theme;
 pub mod ui;
@@ -79,8 +79,8 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
     let (update_tx, mut updates) = mpsc::unbounded_channel();
     let feed = live::Feed::new(conn.master.clone(), token, command_rx, update_tx.clone());
     let mut feed = tokio::task::spawn_local(feed.run(session));
-    let (interest_tx, interest_rx) = tokio::sync::watch::channel(pipelines::Interest::default());
-    let ci_feed = tokio::task::spawn_local(pipelines::feed(ci, interest_rx, update_tx));
+    let (interest_tx, interest_rx) = tokio::sync::watch::channel(ci_feed::Interest::default());
+    let ci_task = tokio::task::spawn_local(ci_feed::feed(ci, interest_rx, update_tx));
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -148,7 +148,7 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
                 detail_sent = target;
             }
             interest_tx.send_if_modified(|old| {
-                let new = pipelines::Interest::of(&app);
+                let new = ci_feed::Interest::of(&app);
                 let changed = *old != new;
                 *old = new;
                 changed
@@ -158,6 +158,6 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
     }
     .await;
     feed.abort();
-    ci_feed.abort();
+    ci_task.abort();
     result
 }

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use schema::model::*;
 
 use super::app::{App, Link, Update};
-use super::pipelines::{LogLine, PhaseRecord, Pipeline, PipelineRun, StepRecord};
+use super::app::{Pipeline, PipelineRun};
+use schema::ci::{LogLine, PhaseRecord, StepRecord};
 
 /// 2027-01-15 08:00:00 UTC.
 pub const NOW: u64 = 1_800_000_000_000;

@@ -1,4 +1,4 @@
-//! The CI service's pipelines, read through pcr-ci's own client of its JSON API.
+//! The feed of CI pipelines into the TUI, read through pcr-ci's client of its JSON API.
 //!
 //! The list is polled every [`LIST_POLL`] while it is on screen (pipelines start on pushes the
 //! control plane knows nothing of), and not at all otherwise. An open pipeline follows its
@@ -13,8 +13,7 @@ use tokio::sync::watch;
 
 pub use schema::ci::{LogLine, PhaseRecord, StepRecord};
 
-use super::app::{App, Detail, Screen, Target, Update, View};
-pub use super::app::{Pipeline, PipelineRun};
+use super::app::{App, Detail, PipelineRun, Screen, Target, Update, View};
 
 /// How often the list is fetched while on screen.
 pub const LIST_POLL: Duration = Duration::from_secs(2);
