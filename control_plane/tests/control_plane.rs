@@ -629,3 +629,45 @@ fn a_requested_restart_survives_a_control_plane_restart() {
         );
     });
 }
+
+#[test]
+fn plan_placement_answers_where_instances_would_go_and_changes_nothing() {
+    let cp = ControlPlane::start();
+    local(async {
+        let op = cp.operator().await;
+        let _w1 = sim_worker(&cp, info("w1", 4, 4096, &[])).await;
+        publish(&op, 1, &[spec("web", 2, 1)])
+            .await
+            .expect("publish");
+        let before = op.cluster_status().await.expect("status");
+        let settings = ClusterSettings {
+            name: "test".into(),
+            strategy: PlacementStrategy::Spread,
+        };
+        // web keeps where it runs; db fits once; big fits nowhere.
+        let plan = op
+            .plan_placement(
+                &[spec("web", 2, 1), spec("db", 1, 2), spec("big", 1, 64)],
+                &settings,
+            )
+            .await
+            .expect("plan");
+        let placed: Vec<(&str, &str)> = plan
+            .assigned
+            .iter()
+            .map(|(i, w)| (i.as_str(), w.as_str()))
+            .collect();
+        assert_eq!(placed, [("db-0", "w1"), ("web-0", "w1"), ("web-1", "w1")]);
+        assert_eq!(plan.unplaced.keys().collect::<Vec<_>>(), ["big-0"]);
+        let after = op.cluster_status().await.expect("status");
+        assert_eq!(after.revision, before.revision, "a plan changes nothing");
+        assert_eq!(after.instances.len(), 2);
+
+        let e = remote(
+            op.plan_placement(&[VmSpec::process("bad", "/tmp/x")], &settings)
+                .await
+                .expect_err("a bad spec is refused"),
+        );
+        assert_eq!(e.code, schema::ErrorCode::Invalid);
+    });
+}
