@@ -12,15 +12,19 @@ pub use support::nix::{command, nix_config, strip_ansi};
 /// The system whose checks CI builds.
 pub const SYSTEM: &str = "x86_64-linux";
 
+/// What `nix build --json` printed is not the list of what it built.
+#[derive(Debug, thiserror::Error)]
+#[error("nix build --json printed something else than its list")]
+pub struct NotABuildList(#[source] serde_json::Error);
+
 /// The output paths `nix build --json` printed, in the order nix printed them (not the order
 /// of the arguments).
-pub fn built_paths(json: &str) -> Result<Vec<String>, String> {
+pub fn built_paths(json: &str) -> Result<Vec<String>, NotABuildList> {
     #[derive(Deserialize)]
     struct Built {
         outputs: HashMap<String, String>,
     }
-    let built: Vec<Built> = serde_json::from_str(json)
-        .map_err(|e| format!("nix build --json printed something else than its list: {e}"))?;
+    let built: Vec<Built> = serde_json::from_str(json).map_err(NotABuildList)?;
     Ok(built
         .into_iter()
         .flat_map(|b| b.outputs.into_values())

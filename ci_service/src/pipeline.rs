@@ -397,7 +397,8 @@ impl Runner {
                 ),
             ));
         }
-        let built = nix::built_paths(&done.stdout).map_err(|e| fail(&step, None, e))?;
+        let built = nix::built_paths(&done.stdout)
+            .map_err(|e| fail(&step, None, schema::error_chain(&e)))?;
         for vm in &ev.blueprint.vms {
             if !built.contains(&vm.closure) {
                 return Err(fail(&step, None, format!(
