@@ -111,20 +111,15 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        tokio::task::LocalSet::new().block_on(&rt, async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr"))
-                .expect("send addr");
-            f(listener).await;
-        });
-    });
+    support::runtime::spawn_local_thread("server".into(), move || async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        tx.send(listener.local_addr().expect("addr"))
+            .expect("send addr");
+        f(listener).await;
+    })
+    .expect("server thread");
     rx.recv().expect("server started")
 }
 

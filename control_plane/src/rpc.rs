@@ -306,34 +306,42 @@ struct GatewayImpl {
     bound: RefCell<Option<String>>,
 }
 
-impl worker_gateway::Server for GatewayImpl {
-    fn register(
-        self: CapRc<Self>,
-        params: worker_gateway::RegisterParams,
-        results: worker_gateway::RegisterResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.register(params, results, Some(&self.bound)))
-    }
+/// The worker calls, on the worker gateway (acting only for the worker id the session
+/// registered as) and on the Master (which extends it, acting for any worker).
+macro_rules! worker_calls {
+    ($ty:ty, |$s:ident| $bound:expr) => {
+        impl worker_gateway::Server for $ty {
+            fn register(
+                self: CapRc<Self>,
+                params: worker_gateway::RegisterParams,
+                results: worker_gateway::RegisterResults,
+            ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+                let $s = &self;
+                ready(self.server.register(params, results, $bound))
+            }
 
-    fn get_assignment(
-        self: CapRc<Self>,
-        params: worker_gateway::GetAssignmentParams,
-        results: worker_gateway::GetAssignmentResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(
-            self.server
-                .get_assignment(params, results, Some(&self.bound)),
-        )
-    }
+            fn get_assignment(
+                self: CapRc<Self>,
+                params: worker_gateway::GetAssignmentParams,
+                results: worker_gateway::GetAssignmentResults,
+            ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+                let $s = &self;
+                ready(self.server.get_assignment(params, results, $bound))
+            }
 
-    fn push_data(
-        self: CapRc<Self>,
-        params: worker_gateway::PushDataParams,
-        results: worker_gateway::PushDataResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.push_data(params, results, Some(&self.bound)))
-    }
+            fn push_data(
+                self: CapRc<Self>,
+                params: worker_gateway::PushDataParams,
+                results: worker_gateway::PushDataResults,
+            ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+                let $s = &self;
+                ready(self.server.push_data(params, results, $bound))
+            }
+        }
+    };
 }
+
+worker_calls!(GatewayImpl, |s| Some(&s.bound));
 
 // ---- Master (operator token) ----
 
@@ -341,31 +349,7 @@ struct MasterImpl {
     server: Rc<Server>,
 }
 
-impl worker_gateway::Server for MasterImpl {
-    fn register(
-        self: CapRc<Self>,
-        params: worker_gateway::RegisterParams,
-        results: worker_gateway::RegisterResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.register(params, results, None))
-    }
-
-    fn get_assignment(
-        self: CapRc<Self>,
-        params: worker_gateway::GetAssignmentParams,
-        results: worker_gateway::GetAssignmentResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.get_assignment(params, results, None))
-    }
-
-    fn push_data(
-        self: CapRc<Self>,
-        params: worker_gateway::PushDataParams,
-        results: worker_gateway::PushDataResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.push_data(params, results, None))
-    }
-}
+worker_calls!(MasterImpl, |_s| None);
 
 /// An operator action: read its one argument, run it on the cluster, answer with its sentence.
 macro_rules! action {
