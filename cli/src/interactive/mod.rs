@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod ci_feed;
+pub mod list;
 pub mod live;
 pub mod terminal;
 pub mod theme;

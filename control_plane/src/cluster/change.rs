@@ -24,6 +24,17 @@ pub(super) struct Change {
 }
 
 impl Change {
+    /// Every worker with instances learns the new active generation, even where its own
+    /// instances did not change.
+    pub(super) fn notify_every_placed_worker(&mut self) {
+        self.force_notify = self
+            .placements
+            .iter()
+            .flat_map(|p| p.values())
+            .filter_map(|p| p.worker_id.clone())
+            .collect();
+    }
+
     pub(super) fn event(
         &mut self,
         generation: u64,

@@ -122,13 +122,7 @@ impl Cluster {
         change.latest_generation = Some(generation);
         self.reschedule(&mut change);
         self.progress(&mut change);
-        // Every worker with instances learns the new generation number.
-        change.force_notify = change
-            .placements
-            .iter()
-            .flat_map(|p| p.values())
-            .filter_map(|p| p.worker_id.clone())
-            .collect();
+        change.notify_every_placed_worker();
         let outcome = self.commit(change)?;
         Ok((self.summary(generation, true), outcome))
     }
@@ -228,12 +222,7 @@ impl Cluster {
             self.bad.remove(&to);
         }
         self.progress(&mut change);
-        change.force_notify = change
-            .placements
-            .iter()
-            .flat_map(|p| p.values())
-            .filter_map(|p| p.worker_id.clone())
-            .collect();
+        change.notify_every_placed_worker();
         match self.commit(change) {
             Ok(outcome) => Ok((
                 format!(
