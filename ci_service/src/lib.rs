@@ -14,10 +14,9 @@
 //! in push order, so generations follow commit order and the later push wins.
 //!
 //! Every run — steps, timings, every log line as it arrives — is in SQLite ([`store`]); repohub
-//! and the command line read it through [`store::Store`] or the JSON API ([`server`],
-//! [`client`]).
+//! and the command line read it through [`store::Store`] or the JSON API ([`server`]; its
+//! records and client are the contract in `schema::ci`).
 
-pub mod client;
 pub mod config;
 pub mod nix;
 pub mod pipeline;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ci_service::client::{self, CiClient};
 use ci_service::config::{self, CacheTarget, Config};
 use ci_service::repos::HookTarget;
 use ci_service::server::{self, Ci, PushReport, RefUpdate};
 use ci_service::Store;
 use clap::{Args, Parser, Subcommand};
+use schema::ci::client::{self, CiClient};
 
 #[derive(Parser)]
 #[command(
