@@ -11,19 +11,11 @@ use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient}
 use schema::model::*;
 use schema::net::{connect_master, connect_worker, Connection, NetError};
 use schema::ErrorCode;
-use test_support::{eventually, ControlPlane, Options};
+use test_support::{eventually, local, ControlPlane, Options};
 use tokio::sync::mpsc;
 
 const CLOSURE: &str = "/nix/store/0c9hj2bl0ajiyqslkmbhizbgshrdw9jl-web";
 const CLOSURE2: &str = "/nix/store/1c9hj2bl0ajiyqslkmbhizbgshrdw9jl-web";
-
-fn local<F: std::future::Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
 
 /// A worker as the control plane sees it: registers, reports, and records assignment pushes.
 struct SimWorker {

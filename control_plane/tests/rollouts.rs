@@ -13,15 +13,7 @@ use std::time::{Duration, Instant};
 
 use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient};
 use schema::model::*;
-use test_support::{eventually, ControlPlane, Options};
-
-fn local<F: std::future::Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
+use test_support::{eventually, local, ControlPlane, Options};
 
 fn closure(tag: &str) -> String {
     let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";

@@ -217,6 +217,16 @@ fn spawn(db: &Path, listen: &str, options: &Options) -> (Proc, String) {
     )
 }
 
+/// Runs `f` to completion on a current-thread runtime inside a `LocalSet`, where Cap'n Proto
+/// clients (which are `!Send`) live.
+pub fn local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f)
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.
 /// For conditions that arrive by themselves (a worker's report, a lease expiring), where no
 /// event can be awaited directly.
