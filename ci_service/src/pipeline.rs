@@ -376,27 +376,7 @@ impl Runner {
             );
             return Ok(());
         }
-        let mut reader = LogReader::new();
-        let mut lines = Vec::new();
-        let done = process::run(cmd, true, |_, raw| {
-            for line in reader.feed(raw) {
-                step.log(&line);
-                lines.push(line);
-            }
-        })
-        .await
-        .map_err(|e| fail(&step, None, format!("cannot run nix: {e}")))?;
-        if !done.status.success() {
-            return Err(fail(
-                &step,
-                done.status.code(),
-                format!(
-                    "nix build failed ({}): {}",
-                    process::describe(done.status),
-                    first_error(&lines)
-                ),
-            ));
-        }
+        let (done, reader) = run_logged_nix(&step, cmd, true, "nix build").await?;
         let built = nix::built_paths(&done.stdout)
             .map_err(|e| fail(&step, None, schema::error_chain(&e)))?;
         for vm in &ev.blueprint.vms {
@@ -452,28 +432,8 @@ impl Runner {
         closures.sort();
         closures.dedup();
         cmd.args(&closures);
-        let mut reader = LogReader::new();
-        let mut lines = Vec::new();
-        let done = process::run(cmd, false, |_, raw| {
-            for line in reader.feed(raw) {
-                step.log(&line);
-                lines.push(line);
-            }
-        })
-        .await
-        .map_err(|e| fail(&step, None, format!("cannot run nix: {e}")))?;
-        if !done.status.success() {
-            return Err(fail(
-                &step,
-                done.status.code(),
-                format!(
-                    "nix copy to {} failed ({}): {}",
-                    cache.url,
-                    process::describe(done.status),
-                    first_error(&lines)
-                ),
-            ));
-        }
+        let what = format!("nix copy to {}", cache.url);
+        let (_, reader) = run_logged_nix(&step, cmd, false, &what).await?;
         let summary = match reader.copies() {
             0 => format!(
                 "all {} closure{} already in the cache",
@@ -762,6 +722,39 @@ async fn run_logged(
 }
 
 /// Records the failure on the step and makes it the run's message.
+/// Runs a nix command given `--log-format internal-json`: every readable line goes to the
+/// step's log as it arrives. Answers the finished process and the reader (which counted builds
+/// and copies), or the step's failure naming `what` and nix's first error line.
+async fn run_logged_nix(
+    step: &Step,
+    cmd: tokio::process::Command,
+    capture_stdout: bool,
+    what: &str,
+) -> Result<(process::Finished, LogReader), Failed> {
+    let mut reader = LogReader::new();
+    let mut lines = Vec::new();
+    let done = process::run(cmd, capture_stdout, |_, raw| {
+        for line in reader.feed(raw) {
+            step.log(&line);
+            lines.push(line);
+        }
+    })
+    .await
+    .map_err(|e| fail(step, None, format!("cannot run nix: {e}")))?;
+    if !done.status.success() {
+        return Err(fail(
+            step,
+            done.status.code(),
+            format!(
+                "{what} failed ({}): {}",
+                process::describe(done.status),
+                first_error(&lines)
+            ),
+        ));
+    }
+    Ok((done, reader))
+}
+
 fn fail(step: &Step, exit_code: Option<i32>, message: String) -> Failed {
     step.log(&message);
     step.finish(StepStatus::Failed, exit_code, &message);
