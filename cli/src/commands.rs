@@ -280,12 +280,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         } else {
                             labels.join(", ")
                         },
-                        w.info
-                            .backends
-                            .iter()
-                            .map(|b| b.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        w.info.backend_names(", "),
                         w.observed_generation
                     );
                     if !w.instances.is_empty() {

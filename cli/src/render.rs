@@ -79,12 +79,7 @@ pub fn render_workers(workers: &[WorkerStatus], now: u64) -> String {
             format!("{}/{}", w.free_cpu, w.info.cpu),
             format!("{}/{} MiB", w.free_memory_mb, w.info.memory_mb),
             w.instance_count.to_string(),
-            w.info
-                .backends
-                .iter()
-                .map(|b| b.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            w.info.backend_names(","),
             ago(w.last_heartbeat_ms, now),
         ]);
     }

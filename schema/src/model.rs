@@ -722,6 +722,17 @@ pub struct WorkerInfo {
     pub version: String,
 }
 
+impl WorkerInfo {
+    /// The backends it supports, as `sep`-separated names (`process, qemu`).
+    pub fn backend_names(&self, sep: &str) -> String {
+        self.backends
+            .iter()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum WorkerState {

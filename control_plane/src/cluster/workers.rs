@@ -162,11 +162,7 @@ impl Cluster {
                         "worker {id} registered: {} CPUs, {} MiB, backends {}",
                         info.cpu,
                         info.memory_mb,
-                        info.backends
-                            .iter()
-                            .map(|b| b.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        info.backend_names(", ")
                     ),
                 );
                 StoredWorker {

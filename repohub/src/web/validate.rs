@@ -7,24 +7,17 @@ use super::error::Result;
 /// Project and repository names: they appear in URLs and, joined by `.`, as pcr-ci's
 /// repository name, so they have no `.` and no upper case.
 pub fn validate_name(what: &str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 40
-        && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(AppError::bad_request(format!(
-            "{what} name `{name}` must be 1-40 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit"
-        )))
-    }
+    slug(&format!("{what} name"), name, 40)
 }
 
 pub fn validate_username(name: &str) -> Result<()> {
+    slug("username", name, 32)
+}
+
+/// 1-`max` characters of a-z, 0-9, `-` and `_`, starting with a letter or digit.
+fn slug(what: &str, name: &str, max: usize) -> Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= 32
+        && name.len() <= max
         && name.as_bytes()[0].is_ascii_alphanumeric()
         && name
             .bytes()
@@ -33,7 +26,7 @@ pub fn validate_username(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(AppError::bad_request(format!(
-            "username `{name}` must be 1-32 characters of a-z, 0-9, `-` and `_`, starting with a letter or digit"
+            "{what} `{name}` must be 1-{max} characters of a-z, 0-9, `-` and `_`, starting with a letter or digit"
         )))
     }
 }

@@ -179,16 +179,7 @@ fn worker_lines<'a>(app: &'a App, w: &'a WorkerStatus, full: bool, theme: &Theme
         ),
         theme,
     ));
-    out.push(field(
-        "Backends",
-        w.info
-            .backends
-            .iter()
-            .map(|b| b.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        theme,
-    ));
+    out.push(field("Backends", w.info.backend_names(", "), theme));
     out.push(field("Labels", labels(&w.info.labels), theme));
     let cpu = w.free_cpu.max(0) as f64 / (w.info.cpu.max(1)) as f64;
     out.push(spans(

@@ -110,13 +110,7 @@ pub fn row<'a>(app: &'a App, row: usize, theme: &Theme) -> (Vec<Line<'a>>, Style
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let backends = w
-        .info
-        .backends
-        .iter()
-        .map(|b| b.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let backends = w.info.backend_names(",");
     let health_style = match health(w) {
         "healthy" => theme.good(),
         "unhealthy" => theme.bad(),
