@@ -7,10 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient};
+use schema::client::{AssignmentUpdate, ClientError, GatewayClient};
 use schema::model::*;
 use schema::net::{connect_master, connect_worker, Connection, NetError};
 use schema::ErrorCode;
+use test_support::sim::publish;
 use test_support::{eventually, local, ControlPlane, Options};
 use tokio::sync::mpsc;
 
@@ -101,26 +102,6 @@ fn spec(name: &str, replicas: u32, cpu: u32) -> VmSpec {
         memory_mb: 128,
         ..VmSpec::process(name, CLOSURE)
     }
-}
-
-async fn publish(
-    op: &MasterClient,
-    generation: u64,
-    specs: &[VmSpec],
-) -> Result<schema::client::Published, ClientError> {
-    let settings = ClusterSettings {
-        name: "test".into(),
-        strategy: PlacementStrategy::Spread,
-    };
-    let hash = content_hash(&settings, specs);
-    op.publish_state(
-        &format!("commit{generation}"),
-        generation,
-        &hash,
-        specs,
-        &settings,
-    )
-    .await
 }
 
 fn remote(e: ClientError) -> schema::RemoteError {

@@ -11,8 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient};
+use schema::client::{AssignmentUpdate, GatewayClient, MasterClient};
 use schema::model::*;
+use test_support::sim::publish;
 use test_support::{eventually, local, ControlPlane, Options};
 
 fn closure(tag: &str) -> String {
@@ -138,25 +139,6 @@ fn web(tag: &str, replicas: u32) -> VmSpec {
     spec.rollout.max_parallel = 1;
     spec.rollout.max_unavailable = 1;
     spec
-}
-
-async fn publish(
-    op: &MasterClient,
-    generation: u64,
-    specs: &[VmSpec],
-) -> Result<schema::client::Published, ClientError> {
-    let settings = ClusterSettings {
-        name: "t".into(),
-        strategy: PlacementStrategy::Spread,
-    };
-    op.publish_state(
-        &format!("c{generation}"),
-        generation,
-        &content_hash(&settings, specs),
-        specs,
-        &settings,
-    )
-    .await
 }
 
 async fn rolled_out(op: &MasterClient, generation: u64) -> ClusterStatus {

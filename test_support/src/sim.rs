@@ -1,8 +1,11 @@
 //! Pieces of a simulated worker for tests and benches that drive a real control plane
-//! without booting anything: the callback a worker registers, and the report of an instance
-//! that runs its spec and is healthy.
+//! without booting anything: the callback a worker registers, the report of an instance
+//! that runs its spec and is healthy, and publishing specs as CI would.
 
-use schema::model::{Health, InstanceReport, Phase, VmSpec};
+use schema::client::{ClientError, MasterClient, Published};
+use schema::model::{
+    content_hash, ClusterSettings, Health, InstanceReport, Phase, PlacementStrategy, VmSpec,
+};
 use schema::worker_capnp::worker_callback;
 use tokio::sync::mpsc;
 
@@ -48,4 +51,25 @@ pub fn running(instance: &str, spec: &VmSpec, generation: u64) -> InstanceReport
         generation,
         ..Default::default()
     }
+}
+
+/// Publishes `specs` as generation `generation` of cluster `test` (spread), with commit
+/// `commit<generation>` and the content hash as intent hash, as CI would.
+pub async fn publish(
+    op: &MasterClient,
+    generation: u64,
+    specs: &[VmSpec],
+) -> Result<Published, ClientError> {
+    let settings = ClusterSettings {
+        name: "test".into(),
+        strategy: PlacementStrategy::Spread,
+    };
+    op.publish_state(
+        &format!("commit{generation}"),
+        generation,
+        &content_hash(&settings, specs),
+        specs,
+        &settings,
+    )
+    .await
 }
