@@ -35,14 +35,23 @@ pub fn live_set<'a>(
     live
 }
 
+/// Why a text is not a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration: write e.g. 30d, 12h, 15m or 90s")]
+    NotANumber(String),
+    #[error("{0:?} has no known unit: write e.g. 30d, 12h, 15m or 90s")]
+    Unit(String),
+}
+
 /// Parses a duration such as `30d`, `12h`, `15m`, `90s` or `0`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (digits, unit) = s.split_at(split);
     let n: u64 = digits
         .parse()
-        .map_err(|_| format!("{s:?} is not a duration: write e.g. 30d, 12h, 15m or 90s"))?;
+        .map_err(|_| DurationError::NotANumber(s.to_string()))?;
     let seconds = match unit {
         "" if n == 0 => 0,
         "s" => n,
@@ -50,11 +59,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => n * 3600,
         "d" => n * 86_400,
         "w" => n * 7 * 86_400,
-        _ => {
-            return Err(format!(
-                "{s:?} has no known unit: write e.g. 30d, 12h, 15m or 90s"
-            ))
-        }
+        _ => return Err(DurationError::Unit(s.to_string())),
     };
     Ok(Duration::from_secs(seconds))
 }

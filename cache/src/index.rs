@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use support::sqlite::{self, MigrateError, Synchronous};
 
 use crate::names::{Compression, StoreHash};
 
@@ -125,14 +126,14 @@ fn configure(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 impl Index {
-    pub fn open(path: &Path, readers: usize) -> rusqlite::Result<Index> {
-        let write = Connection::open(path)?;
-        configure(&write)?;
-        write.pragma_update(None, "journal_mode", "WAL")?;
+    pub fn open(path: &Path, readers: usize) -> Result<Index, MigrateError> {
         // With WAL, NORMAL loses at most the last transactions on power loss, never consistency;
         // startup `fsck` reconciles the index with the files either way.
-        write.pragma_update(None, "synchronous", "NORMAL")?;
-        write.execute_batch(SCHEMA)?;
+        let mut write = sqlite::open(path, Synchronous::Normal)?;
+        configure(&write)?;
+        // Version 1 is written with `IF NOT EXISTS`, so an index from before versions were
+        // counted (user_version 0) takes it unchanged.
+        sqlite::migrate(&mut write, &[SCHEMA])?;
         let open_reader = || -> rusqlite::Result<Mutex<Connection>> {
             let conn = Connection::open_with_flags(
                 path,

@@ -44,7 +44,7 @@ pub enum Error {
     OpenIndex {
         path: String,
         #[source]
-        source: rusqlite::Error,
+        source: support::sqlite::MigrateError,
     },
     #[error("index query failed")]
     Index(#[from] rusqlite::Error),

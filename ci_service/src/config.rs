@@ -57,56 +57,10 @@ impl Config {
     }
 }
 
-pub fn repos_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("repos")
-}
-
-/// `http://ADDR` of the running pcr-ci, written at start-up for hooks and the command line.
-pub fn url_file(state_dir: &Path) -> PathBuf {
-    state_dir.join("ci.url")
-}
-
 /// The secret post-receive hooks present when they report a push.
 pub fn hook_token_file(state_dir: &Path) -> PathBuf {
     state_dir.join("hook.token")
 }
 
-/// Where `pcr-ci` listens when not told otherwise, and where tools look for it.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:7100";
-
-/// The state directory when `--state-dir` is not given: `ci/` in Procurator's state directory.
-pub fn default_state_dir() -> PathBuf {
-    schema::defaults::state_dir().join("ci")
-}
-
-/// Writes `contents` to `path` readable by the owner only, replacing what was there.
-pub fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    file.write_all(contents.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
-/// Reads a secret file, or creates it with a fresh random value: tokens survive restarts.
-pub fn read_or_create_secret(path: &Path) -> std::io::Result<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    use rand::RngCore;
-    let mut bytes = [0u8; 24];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    let secret = hex::encode(bytes);
-    write_private(path, &format!("{secret}\n"))?;
-    Ok(secret)
-}
+pub use schema::ci::{default_state_dir, repos_dir, url_file, DEFAULT_LISTEN};
+pub use support::secret::{read_or_create_secret, write_private};

@@ -14,14 +14,12 @@
 //! in push order, so generations follow commit order and the later push wins.
 //!
 //! Every run — steps, timings, every log line as it arrives — is in SQLite ([`store`]); repohub
-//! and the command line read it through [`store::Store`] or the JSON API ([`server`],
-//! [`client`]).
+//! and the command line read it through [`store::Store`] or the JSON API ([`server`]; its
+//! records and client are the contract in `schema::ci`).
 
-pub mod client;
 pub mod config;
 pub mod nix;
 pub mod pipeline;
-pub mod plan;
 pub mod repos;
 pub mod rollout;
 pub mod server;
@@ -33,10 +31,4 @@ mod process;
 pub use config::Config;
 pub use store::Store;
 
-/// Milliseconds since the Unix epoch; the unit of every timestamp pcr-ci records.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use support::now_ms;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use ci_service::client::{self, CiClient};
 use ci_service::config::{self, CacheTarget, Config};
 use ci_service::repos::HookTarget;
 use ci_service::server::{self, Ci, PushReport, RefUpdate};
 use ci_service::Store;
 use clap::{Args, Parser, Subcommand};
+use schema::ci::client::{self, CiClient};
 
 #[derive(Parser)]
 #[command(
@@ -308,7 +308,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     stdout.flush()?;
 
     axum::serve(listener, server::router(ci))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(support::signal::shutdown_signal())
         .await
         .context("serving HTTP failed")?;
     // Runs in progress die with this process (their nix and git children too); record that,
@@ -316,22 +316,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let interrupted = store.interrupt_running().unwrap_or_default();
     tracing::info!(interrupted = interrupted.len(), "stopped");
     std::process::exit(0);
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
 }
 
 /// The post-receive hook: reads `<old> <new> <ref>` lines and reports them. Its output

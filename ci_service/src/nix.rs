@@ -7,63 +7,28 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
-/// What every nix invocation needs: flakes. Appended to by `NIX_CONFIG` from the environment
-/// (on machines without a reachable substituter, `substituters =` there saves seconds a build).
-const BASE_CONFIG: &str = "experimental-features = nix-command flakes";
-
-/// The `NIX_CONFIG` pcr-ci gives nix: [`BASE_CONFIG`], then whatever the environment says.
-pub fn nix_config() -> String {
-    match std::env::var("NIX_CONFIG") {
-        Ok(extra) if !extra.trim().is_empty() => format!("{BASE_CONFIG}\n{extra}"),
-        _ => BASE_CONFIG.to_string(),
-    }
-}
-
-/// A `nix` command with [`nix_config`].
-pub fn command() -> tokio::process::Command {
-    let mut cmd = crate::process::command("nix");
-    cmd.env("NIX_CONFIG", nix_config());
-    cmd
-}
+pub use support::nix::{command, nix_config, strip_ansi};
 
 /// The system whose checks CI builds.
 pub const SYSTEM: &str = "x86_64-linux";
 
+/// What `nix build --json` printed is not the list of what it built.
+#[derive(Debug, thiserror::Error)]
+#[error("nix build --json printed something else than its list")]
+pub struct NotABuildList(#[source] serde_json::Error);
+
 /// The output paths `nix build --json` printed, in the order nix printed them (not the order
 /// of the arguments).
-pub fn built_paths(json: &str) -> Result<Vec<String>, String> {
+pub fn built_paths(json: &str) -> Result<Vec<String>, NotABuildList> {
     #[derive(Deserialize)]
     struct Built {
         outputs: HashMap<String, String>,
     }
-    let built: Vec<Built> = serde_json::from_str(json)
-        .map_err(|e| format!("nix build --json printed something else than its list: {e}"))?;
+    let built: Vec<Built> = serde_json::from_str(json).map_err(NotABuildList)?;
     Ok(built
         .into_iter()
         .flat_map(|b| b.outputs.into_values())
         .collect())
-}
-
-/// Drops terminal colour codes nix puts in its messages.
-pub fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            if chars.peek() == Some(&'[') {
-                chars.next();
-                // CSI: parameters and intermediates up to a final byte in @..~.
-                for c in chars.by_ref() {
-                    if ('@'..='~').contains(&c) {
-                        break;
-                    }
-                }
-            }
-            continue;
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// `/nix/store/<hash>-web.drv` → `web`.
@@ -250,7 +215,6 @@ plain line"#;
             store_name("/nix/store/ify9689xizk3rnia4y46j92w09fni7hk-web-1.0.drv"),
             "web-1.0"
         );
-        assert_eq!(strip_ansi("\u{1b}[1mbold\u{1b}[0m plain"), "bold plain");
         let json = r#"[{"drvPath":"/nix/store/a.drv","outputs":{"out":"/nix/store/x-a"}}]"#;
         assert_eq!(built_paths(json).expect("parse"), ["/nix/store/x-a"]);
         assert!(built_paths("garbage").is_err());

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use schema::client::{ClientError, MasterClient};
 use schema::model::Blueprint;
 use schema::ErrorCode;
+use support::nix::first_error;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::config::Config;
@@ -52,22 +53,9 @@ pub struct RepoThread {
 impl RepoThread {
     pub fn spawn(shared: Shared, repository: &str) -> std::io::Result<RepoThread> {
         let (tx, rx) = mpsc::unbounded_channel();
-        std::thread::Builder::new()
-            .name(format!("pipeline-{repository}"))
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start a pipeline runtime");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, consume(shared, rx));
-            })?;
+        support::runtime::spawn_local_thread(format!("pipeline-{repository}"), move || {
+            consume(shared, rx)
+        })?;
         Ok(RepoThread { tx })
     }
 
@@ -439,28 +427,9 @@ impl Runner {
             );
             return Ok(());
         }
-        let mut reader = LogReader::new();
-        let mut lines = Vec::new();
-        let done = process::run(cmd, true, |_, raw| {
-            for line in reader.feed(raw) {
-                step.log(&line);
-                lines.push(line);
-            }
-        })
-        .await
-        .map_err(|e| fail(&step, None, format!("cannot run nix: {e}")))?;
-        if !done.status.success() {
-            return Err(fail(
-                &step,
-                done.status.code(),
-                format!(
-                    "nix build failed ({}): {}",
-                    process::describe(done.status),
-                    first_error(&lines)
-                ),
-            ));
-        }
-        let built = nix::built_paths(&done.stdout).map_err(|e| fail(&step, None, e))?;
+        let (done, reader) = run_logged_nix(&step, cmd, true, "nix build").await?;
+        let built = nix::built_paths(&done.stdout)
+            .map_err(|e| fail(&step, None, schema::error_chain(&e)))?;
         for vm in &ev.blueprint.vms {
             if !built.contains(&vm.closure) {
                 return Err(fail(&step, None, format!(
@@ -514,28 +483,8 @@ impl Runner {
         closures.sort();
         closures.dedup();
         cmd.args(&closures);
-        let mut reader = LogReader::new();
-        let mut lines = Vec::new();
-        let done = process::run(cmd, false, |_, raw| {
-            for line in reader.feed(raw) {
-                step.log(&line);
-                lines.push(line);
-            }
-        })
-        .await
-        .map_err(|e| fail(&step, None, format!("cannot run nix: {e}")))?;
-        if !done.status.success() {
-            return Err(fail(
-                &step,
-                done.status.code(),
-                format!(
-                    "nix copy to {} failed ({}): {}",
-                    cache.url,
-                    process::describe(done.status),
-                    first_error(&lines)
-                ),
-            ));
-        }
+        let what = format!("nix copy to {}", cache.url);
+        let (_, reader) = run_logged_nix(&step, cmd, false, &what).await?;
         let summary = match reader.copies() {
             0 => format!(
                 "all {} closure{} already in the cache",
@@ -815,6 +764,39 @@ async fn current_state(master: &MasterClient) -> Result<ClusterState, String> {
 }
 
 /// Records the failure on the step and makes it the run's message.
+/// Runs a nix command given `--log-format internal-json`: every readable line goes to the
+/// step's log as it arrives. Answers the finished process and the reader (which counted builds
+/// and copies), or the step's failure naming `what` and nix's first error line.
+async fn run_logged_nix(
+    step: &Step,
+    cmd: tokio::process::Command,
+    capture_stdout: bool,
+    what: &str,
+) -> Result<(process::Finished, LogReader), Failed> {
+    let mut reader = LogReader::new();
+    let mut lines = Vec::new();
+    let done = process::run(cmd, capture_stdout, |_, raw| {
+        for line in reader.feed(raw) {
+            step.log(&line);
+            lines.push(line);
+        }
+    })
+    .await
+    .map_err(|e| fail(step, None, format!("cannot run nix: {e}")))?;
+    if !done.status.success() {
+        return Err(fail(
+            step,
+            done.status.code(),
+            format!(
+                "{what} failed ({}): {}",
+                process::describe(done.status),
+                first_error(&lines)
+            ),
+        ));
+    }
+    Ok((done, reader))
+}
+
 fn fail(step: &Step, exit_code: Option<i32>, message: String) -> Failed {
     step.log(&message);
     step.finish(StepStatus::Failed, exit_code, &message);
@@ -851,39 +833,6 @@ fn lock_mismatch_hint(lines: &[String]) -> Option<String> {
          (`nix flake lock --update-input NAME`) and push the lock, or do not commit a lock for \
          inputs the host provides"
     ))
-}
-
-/// The line that says what went wrong: the first `error:` line (nix puts the reason there and
-/// the trace after it), else the last line printed.
-pub fn first_error(lines: &[String]) -> String {
-    let error = lines
-        .iter()
-        .position(|l| l.trim_start().starts_with("error:"));
-    match error {
-        Some(i) => {
-            // nix continues a message on indented lines; keep the sentence, not the trace.
-            let mut text = lines[i].trim().to_string();
-            for more in lines[i + 1..].iter().take(3) {
-                let t = more.trim();
-                if t.is_empty()
-                    || t.starts_with("at ")
-                    || t.starts_with('…')
-                    || t.contains("--show-trace")
-                {
-                    break;
-                }
-                text.push(' ');
-                text.push_str(t);
-            }
-            text
-        }
-        None => lines
-            .iter()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .map(|l| l.trim().to_string())
-            .unwrap_or_else(|| "it printed nothing".into()),
-    }
 }
 
 fn plural(n: usize) -> &'static str {
@@ -934,25 +883,5 @@ mod tests {
             lock_mismatch_hint(&["error: syntax error".to_string()]),
             None
         );
-    }
-
-    #[test]
-    fn the_error_line_is_the_sentence_not_the_trace() {
-        let lines: Vec<String> = [
-            "evaluating flake...",
-            "error: cluster.vms.web.cpu: expected an integer between 1 and 1024, got 0",
-            "       (defined in /nix/store/x-source/cluster.nix)",
-            "",
-            "       at /nix/store/x-source/lib/modules.nix:1:2:",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        assert_eq!(
-            first_error(&lines),
-            "error: cluster.vms.web.cpu: expected an integer between 1 and 1024, got 0 (defined in /nix/store/x-source/cluster.nix)"
-        );
-        assert_eq!(first_error(&["a".into(), "b".into(), " ".into()]), "b");
-        assert_eq!(first_error(&[]), "it printed nothing");
     }
 }

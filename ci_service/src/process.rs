@@ -19,29 +19,7 @@ pub enum Stream {
     Stderr,
 }
 
-/// A command with the settings every child of pcr-ci gets: no stdin, killed when dropped, and
-/// killed when the thread that started it ends (a pcr-ci that is killed takes its builds with
-/// it instead of leaving them to finish for nobody).
-pub fn command(program: &str) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.stdin(Stdio::null()).kill_on_drop(true);
-    die_with_parent(&mut cmd);
-    cmd
-}
-
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut Command) {
-    // SAFETY: the closure runs between fork and exec; prctl(PR_SET_PDEATHSIG) is
-    // async-signal-safe and touches no memory of the parent. The signal fires when the
-    // spawning *thread* ends: pipelines run on long-lived per-repository threads, so that is
-    // when pcr-ci stops.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                .map_err(std::io::Error::from)
-        });
-    }
-}
+pub use support::process::command;
 
 /// Runs `cmd` to completion. Every line of stderr — and of stdout unless `capture_stdout` —
 /// goes to `on_line` as it arrives; with `capture_stdout`, stdout is returned whole instead

@@ -123,10 +123,7 @@ fn validate_commit(sha: &str) -> Result<()> {
     }
 }
 
-/// Where repository `name` lives.
-pub fn bare_path(repos_dir: &Path, name: &str) -> PathBuf {
-    repos_dir.join(format!("{name}.git"))
-}
+pub use schema::ci::bare_path;
 
 /// Runs git with `args`; answers its stdout, trimmed. `on_line` sees stderr (and stdout when
 /// `capture` is false) as it comes.

@@ -24,15 +24,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::pipeline::{RepoThread, Shared};
 use crate::repos::{self, HookTarget};
-use crate::store::{
-    ListFilter, LogLine, NewPipeline, Repository, Status, Store, StoreError, Trigger,
-};
+use crate::store::{ListFilter, NewPipeline, Repository, Store, StoreError, Trigger};
 use crate::webhook::{self, PushEvent};
 
 /// The service: shared state behind every endpoint.
@@ -44,50 +42,8 @@ pub struct Ci {
     threads: Mutex<HashMap<String, RepoThread>>,
 }
 
-/// One ref update as git gives it to a post-receive hook.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RefUpdate {
-    pub old: String,
-    pub new: String,
-    pub ref_name: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PushReport {
-    pub repository: String,
-    pub updates: Vec<RefUpdate>,
-}
-
-/// What a push queued, for the hook to print.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Queued {
-    pub id: u64,
-    pub commit: String,
-    pub ref_name: String,
-    pub deploy: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogPage {
-    pub lines: Vec<LogLine>,
-    pub status: Status,
-    /// The run is finished and every line has been sent.
-    pub done: bool,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NewRepository {
-    pub name: String,
-    #[serde(default)]
-    pub remote: Option<String>,
-    #[serde(default)]
-    pub branch: Option<String>,
-}
+// What the JSON API takes and answers is the contract in `schema::ci`.
+pub use schema::ci::{LogPage, NewRepository, PushReport, Queued, RefUpdate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CiError {
@@ -494,7 +450,8 @@ async fn post_webhook(
             return Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "ignored": format!("`{other}` events do not start pipelines") }))).into_response());
         }
     }
-    let event = PushEvent::parse(&body).map_err(|e| ApiError(StatusCode::BAD_REQUEST, e))?;
+    let event = PushEvent::parse(&body)
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, schema::error_chain(&e)))?;
     let repo = ci
         .store
         .repository(&name)?

@@ -12,7 +12,8 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::{Deserialize, Serialize};
+
+use support::sqlite::{self, MigrateError, Synchronous};
 
 use crate::now_ms;
 
@@ -38,112 +39,15 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Where a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Status {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-}
+// The records the JSON API answers with are the contract in `schema::ci`.
+pub use schema::ci::{
+    LogLine, PhaseRecord, PipelineDetail, PipelineSummary, Repository, Rollout, Status, StepRecord,
+    StepStatus, Trigger,
+};
 
-/// Where one step of a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum StepStatus {
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    /// Not run: an earlier step failed, or there was nothing to do.
-    Skipped,
-}
-
-/// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Trigger {
-    /// The post-receive hook of a repository pcr-ci serves.
-    Push,
-    Webhook,
-    Poll,
-    /// Found at start-up: pushed while pcr-ci was not running.
-    Startup,
-}
-
-/// What the rollout of a published generation did, as the watcher saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub enum Rollout {
-    /// Not published (failed, checks-only, or unchanged).
-    #[default]
-    None,
-    Converging,
-    /// Every changed instance runs the new closure and is healthy.
-    Converged,
-    /// A newer generation was published before this one converged.
-    Superseded,
-    /// The deadline passed, or an instance failed; the message says which.
-    Stalled,
-}
-
-macro_rules! text_enum {
-    ($ty:ty { $($variant:ident = $text:literal),* $(,)? }) => {
-        impl $ty {
-            pub fn as_str(self) -> &'static str {
-                match self { $(<$ty>::$variant => $text),* }
-            }
-            fn parse(s: &str) -> Result<Self> {
-                match s {
-                    $($text => Ok(<$ty>::$variant),)*
-                    other => Err(StoreError::Corrupt(format!(
-                        "`{other}` is not a {}", stringify!($ty)
-                    ))),
-                }
-            }
-        }
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
-
-text_enum!(Status { Queued = "queued", Running = "running", Succeeded = "succeeded", Failed = "failed" });
-text_enum!(StepStatus {
-    Pending = "pending",
-    Running = "running",
-    Succeeded = "succeeded",
-    Failed = "failed",
-    Skipped = "skipped",
-});
-text_enum!(Trigger { Push = "push", Webhook = "webhook", Poll = "poll", Startup = "startup" });
-text_enum!(Rollout {
-    None = "none",
-    Converging = "converging",
-    Converged = "converged",
-    Superseded = "superseded",
-    Stalled = "stalled",
-});
-
-impl Status {
-    pub fn is_finished(self) -> bool {
-        matches!(self, Status::Succeeded | Status::Failed)
-    }
-}
-
-/// A repository pcr-ci builds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Repository {
-    pub name: String,
-    /// Where to fetch from (webhook and polling); `None` for repositories pushed to directly.
-    pub remote: Option<String>,
-    /// The branch whose commits are deployed; other branches get checks-only runs.
-    pub branch: String,
-    pub created_ms: u64,
+/// Reads back a value written with `as_str`.
+fn parse<T>(text: &str, parse: fn(&str) -> Option<T>, what: &str) -> Result<T> {
+    parse(text).ok_or_else(|| StoreError::Corrupt(format!("`{text}` is not a {what}")))
 }
 
 /// What a run is about, given when it is queued.
@@ -155,78 +59,6 @@ pub struct NewPipeline {
     pub trigger: Trigger,
     /// Publishes a generation; false for branches other than the deploy branch.
     pub deploy: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PipelineSummary {
-    pub id: u64,
-    pub repository: String,
-    pub commit: String,
-    pub ref_name: String,
-    pub trigger: Trigger,
-    pub deploy: bool,
-    pub status: Status,
-    /// Why it failed, or what it did ("published generation 3", "unchanged: …").
-    pub message: String,
-    pub created_ms: u64,
-    pub started_ms: Option<u64>,
-    pub finished_ms: Option<u64>,
-    /// The generation this run published, or that already ran its blueprint.
-    pub generation: Option<u64>,
-    /// Whether this run published `generation` (false when it was already active).
-    pub published: bool,
-    pub rollout: Rollout,
-    pub rollout_message: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StepRecord {
-    pub index: u32,
-    pub name: String,
-    pub status: StepStatus,
-    pub started_ms: Option<u64>,
-    pub finished_ms: Option<u64>,
-    pub exit_code: Option<i32>,
-    /// One line: what the step found or did ("3 VMs, 4 instances", "built 2/2").
-    pub summary: String,
-}
-
-impl StepRecord {
-    pub fn duration_ms(&self) -> Option<u64> {
-        Some(self.finished_ms?.saturating_sub(self.started_ms?))
-    }
-}
-
-/// A span of the rollout after publish, from the control plane's view: `schedule`, `fetch`,
-/// `boot`, `healthy`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PhaseRecord {
-    pub name: String,
-    pub started_ms: u64,
-    pub finished_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PipelineDetail {
-    #[serde(flatten)]
-    pub summary: PipelineSummary,
-    pub intent_hash: Option<String>,
-    pub steps: Vec<StepRecord>,
-    pub phases: Vec<PhaseRecord>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LogLine {
-    pub seq: u64,
-    /// Index of the step that wrote it.
-    pub step: u32,
-    pub ts_ms: u64,
-    pub line: String,
 }
 
 /// Which runs [`Store::pipelines`] lists, newest first.
@@ -313,35 +145,17 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
-        let mut conn = Connection::open(path).map_err(open_err)?;
         // WAL: readers (the API, repohub, another process) never wait for a run's writes.
         // synchronous=NORMAL: a power cut may lose the last log lines, never corrupt the file.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(open_err)?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew {
+        let mut conn = sqlite::open(path, Synchronous::Normal).map_err(open_err)?;
+        sqlite::migrate(&mut conn, MIGRATIONS).map_err(|e| match e {
+            MigrateError::TooNew { found, known } => StoreError::TooNew {
                 path: path.display().to_string(),
-                found: version,
+                found,
                 known,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction().map_err(open_err)?;
-            tx.execute_batch(sql).map_err(open_err)?;
-            tx.pragma_update(None, "user_version", i as i64 + 1)
-                .map_err(open_err)?;
-            tx.commit().map_err(open_err)?;
-        }
+            },
+            MigrateError::Sql(source) => open_err(source),
+        })?;
         let (changed, _) = tokio::sync::watch::channel(0);
         Ok(Store {
             conn: Mutex::new(conn),
@@ -645,7 +459,7 @@ impl Store {
                 Ok(StepRecord {
                     index,
                     name,
-                    status: StepStatus::parse(&status)?,
+                    status: parse(&status, StepStatus::parse, "StepStatus")?,
                     started_ms,
                     finished_ms,
                     exit_code,
@@ -740,16 +554,16 @@ fn read_summary(r: &Row) -> rusqlite::Result<Result<PipelineSummary>> {
             repository: r.get(1)?,
             commit: r.get(2)?,
             ref_name: r.get(3)?,
-            trigger: Trigger::parse(&trigger)?,
+            trigger: parse(&trigger, Trigger::parse, "Trigger")?,
             deploy: r.get(5)?,
-            status: Status::parse(&status)?,
+            status: parse(&status, Status::parse, "Status")?,
             message: r.get(7)?,
             created_ms: r.get::<_, i64>(8)? as u64,
             started_ms: opt_u64(r, 9)?,
             finished_ms: opt_u64(r, 10)?,
             generation: opt_u64(r, 11)?,
             published: r.get(12)?,
-            rollout: Rollout::parse(&rollout)?,
+            rollout: parse(&rollout, Rollout::parse, "Rollout")?,
             rollout_message: r.get(14)?,
         })
     })();

@@ -86,10 +86,14 @@ pub struct PushRepository {
     pub clone_url: String,
 }
 
+/// A webhook body that is not a push delivery.
+#[derive(Debug, thiserror::Error)]
+#[error("the body is not a push event (needs `ref` and `after`)")]
+pub struct NotAPushEvent(#[source] serde_json::Error);
+
 impl PushEvent {
-    pub fn parse(body: &[u8]) -> Result<PushEvent, String> {
-        serde_json::from_slice(body)
-            .map_err(|e| format!("the body is not a push event (needs `ref` and `after`): {e}"))
+    pub fn parse(body: &[u8]) -> Result<PushEvent, NotAPushEvent> {
+        serde_json::from_slice(body).map_err(NotAPushEvent)
     }
 
     /// The branch the push updated, if it updated a branch.

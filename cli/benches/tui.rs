@@ -224,7 +224,7 @@ fn main() {
     let rss_start = rss_kib();
     let (status, blueprint) = cluster();
     let rss_data = rss_kib();
-    let mut app = App::new("127.0.0.1:7000", NOW);
+    let mut app = App::new("127.0.0.1:7000", NOW, cli::interactive::views::fields);
     app.apply(Update::Link(Link::Live { since_ms: NOW }));
     app.apply(Update::Status(Box::new(status.clone())));
     app.apply(Update::Blueprint(42, Box::new(blueprint)));

@@ -1,14 +1,18 @@
-//! The commands and what they print.
+//! The `pcr-test` / `pcr` command line: its arguments, and the dispatch of each command to
+//! the module that carries it out. Connecting lives in [`crate::conn`], rendering in
+//! [`crate::render`].
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use clap::{Args, Parser, Subcommand};
-use schema::client::MasterClient;
+use clap::{Parser, Subcommand};
 use schema::model::*;
 use sha2::{Digest, Sha256};
 
+use crate::conn::{connect, ConnArgs};
+use crate::render::{render_instances, render_rollouts, render_status, render_workers};
 use crate::table::{ago, duration, short_path, Table};
+use support::now_ms;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -22,19 +26,6 @@ pub struct Cli {
     pub conn: ConnArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct ConnArgs {
-    /// Control plane address.
-    #[arg(long, global = true, env = "PROCURATOR_MASTER", default_value = schema::defaults::MASTER_ADDR)]
-    pub master: String,
-    /// Operator token.
-    #[arg(long, global = true, env = "PROCURATOR_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// File holding the operator token (default: operator.token in the state directory).
-    #[arg(long, global = true, env = "PROCURATOR_TOKEN_FILE")]
-    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -194,39 +185,6 @@ pub enum GenerationsCommand {
     Show { generation: u64 },
 }
 
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// The operator token from flags, environment or the default token file.
-pub fn operator_token(conn: &ConnArgs) -> anyhow::Result<String> {
-    if let Some(t) = &conn.token {
-        return Ok(t.trim().to_string());
-    }
-    let path = conn
-        .token_file
-        .clone()
-        .unwrap_or_else(|| schema::defaults::state_dir().join("operator.token"));
-    match std::fs::read_to_string(&path) {
-        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        Ok(_) => bail!("the token file {} is empty", path.display()),
-        Err(e) => bail!(
-            "no operator token: pass --token, set PROCURATOR_TOKEN, or point --token-file at the \
-             control plane's operator.token ({}: {e})",
-            path.display()
-        ),
-    }
-}
-
-pub async fn connect(conn: &ConnArgs) -> anyhow::Result<MasterClient> {
-    let token = operator_token(conn)?;
-    let (master, _conn) = schema::net::connect_master(&conn.master, &token).await?;
-    Ok(MasterClient::new(master))
-}
-
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // pcr-ci and the local cluster: these open their own connections, if any.
     match &cli.command {
@@ -322,12 +280,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         } else {
                             labels.join(", ")
                         },
-                        w.info
-                            .backends
-                            .iter()
-                            .map(|b| b.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "),
+                        w.info.backend_names(", "),
                         w.observed_generation
                     );
                     if !w.instances.is_empty() {
@@ -473,138 +426,4 @@ pub fn test_blueprint(n: u32) -> Blueprint {
         },
         vms,
     }
-}
-
-pub fn render_status(s: &ClusterStatus, now: u64) -> String {
-    let mut out = String::new();
-    if s.active_generation == 0 {
-        out.push_str("no generation has been published yet\n");
-    } else {
-        let name = if s.settings.name.is_empty() {
-            "cluster".to_string()
-        } else {
-            format!("cluster {}", s.settings.name)
-        };
-        out.push_str(&format!(
-            "{name} · generation {} · commit {} · published {} · {:.0}% converged\n",
-            s.active_generation,
-            s.commit.chars().take(12).collect::<String>(),
-            ago(s.published_at_ms, now),
-            s.convergence_percent
-        ));
-    }
-    if s.rollouts.iter().any(|r| r.phase != RolloutPhase::Complete) {
-        out.push('\n');
-        out.push_str(&render_rollouts(s));
-    }
-    out.push('\n');
-    out.push_str(&render_workers(&s.workers, now));
-    out.push('\n');
-    out.push_str(&render_instances(&s.instances));
-    out
-}
-
-pub fn render_rollouts(s: &ClusterStatus) -> String {
-    if s.rollouts.is_empty() {
-        return "no rollouts: nothing has been published\n".to_string();
-    }
-    let mut out = format!(
-        "generation {} rolling out · last good generation {}\n",
-        s.active_generation,
-        if s.last_good_generation == 0 {
-            "none".to_string()
-        } else {
-            s.last_good_generation.to_string()
-        }
-    );
-    let mut t = Table::new(&["VM", "ROLLOUT", "UPDATED", "NOTE"]);
-    for r in &s.rollouts {
-        t.row(vec![
-            r.vm_name.clone(),
-            r.phase.as_str().to_string(),
-            format!("{}/{}", r.updated, r.total),
-            r.message.clone(),
-        ]);
-    }
-    out.push_str(&t.render());
-    out
-}
-
-pub fn render_workers(workers: &[WorkerStatus], now: u64) -> String {
-    if workers.is_empty() {
-        return "no workers registered\n".to_string();
-    }
-    let mut t = Table::new(&[
-        "WORKER",
-        "STATE",
-        "CPU FREE",
-        "MEMORY FREE",
-        "VMS",
-        "BACKENDS",
-        "LAST REPORT",
-    ]);
-    for w in workers {
-        t.row(vec![
-            w.info.id.clone(),
-            w.state.as_str().to_string(),
-            format!("{}/{}", w.free_cpu, w.info.cpu),
-            format!("{}/{} MiB", w.free_memory_mb, w.info.memory_mb),
-            w.instance_count.to_string(),
-            w.info
-                .backends
-                .iter()
-                .map(|b| b.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
-            ago(w.last_heartbeat_ms, now),
-        ]);
-    }
-    t.render()
-}
-
-pub fn render_instances(instances: &[InstanceStatus]) -> String {
-    if instances.is_empty() {
-        return "no VMs\n".to_string();
-    }
-    let mut t = Table::new(&[
-        "VM", "WORKER", "PHASE", "HEALTH", "DESIRED", "OBSERVED", "DRIFT", "NOTE",
-    ]);
-    for i in instances {
-        let placed = !i.worker_id.is_empty();
-        t.row(vec![
-            i.instance_id.clone(),
-            if placed {
-                i.worker_id.clone()
-            } else {
-                "-".into()
-            },
-            if placed {
-                i.phase.to_string()
-            } else {
-                "unplaced".into()
-            },
-            if placed {
-                i.health.to_string()
-            } else {
-                "-".into()
-            },
-            short_path(&i.desired_closure),
-            if i.observed_closure.is_empty() {
-                "-".into()
-            } else {
-                short_path(&i.observed_closure)
-            },
-            if i.drifted {
-                "drifted".into()
-            } else {
-                "".into()
-            },
-            if placed {
-                i.message.clone()
-            } else {
-                i.unplaced_reason.clone()
-            },
-        ]);
-    }
-    t.render()
 }

@@ -6,9 +6,11 @@
 //! interactive terminal UI ([`interactive`]).
 
 pub mod commands;
+pub mod conn;
 pub mod interactive;
 pub mod pipelines;
 pub mod plan;
+pub mod render;
 pub mod table;
 pub mod up;
 

@@ -3,9 +3,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use ci_service::client::CiClient;
-use ci_service::store::{PipelineDetail, PipelineSummary, StepRecord, StepStatus};
 use clap::{Args, Subcommand};
+use schema::ci::client::CiClient;
+use schema::ci::{PipelineDetail, PipelineSummary, StepRecord, StepStatus};
 
 use crate::table::{ago, Table};
 
@@ -20,8 +20,8 @@ pub struct CiArgs {
 impl CiArgs {
     pub fn client(&self) -> CiClient {
         let url = self.ci.clone().unwrap_or_else(|| {
-            ci_service::client::url_from_state_dir(&ci_service::config::default_state_dir())
-                .unwrap_or_else(|| format!("http://{}", ci_service::config::DEFAULT_LISTEN))
+            schema::ci::client::url_from_state_dir(&schema::ci::default_state_dir())
+                .unwrap_or_else(|| format!("http://{}", schema::ci::DEFAULT_LISTEN))
         });
         CiClient::new(&url)
     }
@@ -65,7 +65,7 @@ pub async fn run(ci: &CiArgs, command: &PipelinesCommand) -> anyhow::Result<()> 
             if *json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                print!("{}", render_list(&list, crate::commands::now_ms()));
+                print!("{}", render_list(&list, support::now_ms()));
             }
         }
         PipelinesCommand::Show { id, json } => {
@@ -73,8 +73,8 @@ pub async fn run(ci: &CiArgs, command: &PipelinesCommand) -> anyhow::Result<()> 
             if *json {
                 println!("{}", serde_json::to_string_pretty(&detail)?);
             } else {
-                print!("{}", render_detail(&detail, crate::commands::now_ms()));
-                if detail.summary.status == ci_service::store::Status::Failed {
+                print!("{}", render_detail(&detail, support::now_ms()));
+                if detail.summary.status == schema::ci::Status::Failed {
                     // The failing step's last lines: usually the whole story.
                     if let Some(step) = detail.steps.iter().find(|s| s.status == StepStatus::Failed)
                     {
@@ -238,7 +238,7 @@ pub fn render_detail(d: &PipelineDetail, now: u64) -> String {
     if !p.message.is_empty() {
         out.push_str(&format!("{}\n", p.message));
     }
-    if p.rollout != ci_service::store::Rollout::None {
+    if p.rollout != schema::ci::Rollout::None {
         out.push_str(&format!(
             "rollout: {}{}\n",
             p.rollout,
@@ -283,7 +283,7 @@ pub fn render_detail(d: &PipelineDetail, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ci_service::store::{PhaseRecord, Rollout, Status, Trigger};
+    use schema::ci::{PhaseRecord, Rollout, Status, Trigger};
 
     #[test]
     fn time_split_adds_up_steps_and_phases() {

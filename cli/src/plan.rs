@@ -1,18 +1,17 @@
 //! `pcr plan`: evaluate a cluster flake (or read a blueprint) and say what publishing it would
 //! change against the active generation — VMs added, removed, restarted, unchanged; where the
-//! scheduler would put each instance; which closures the cache does not have yet. Nothing is
-//! published.
+//! scheduler would put each instance (the control plane answers that over RPC, against its
+//! workers as they are); which closures the cache does not have yet. Nothing is published.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use ci_service::plan::{self, Change, Plan};
 use clap::Args;
-use control_plane::scheduler::{self, WorkerView};
-use schema::model::{Blueprint, ClusterStatus, WorkerState};
+use schema::diff::{self, Change, Plan};
+use schema::model::{Blueprint, ClusterStatus, Placement};
 
-use crate::commands::ConnArgs;
+use crate::conn::ConnArgs;
 use crate::table::{short_path, Table};
 
 #[derive(Args, Debug, Clone)]
@@ -43,7 +42,7 @@ async fn evaluate(args: &PlanArgs) -> anyhow::Result<Blueprint> {
             .with_context(|| format!("{} is not a usable blueprint", path.display()));
     }
     let flake = std::path::absolute(&args.flake).context("cannot resolve the flake directory")?;
-    let mut cmd = ci_service::nix::command();
+    let mut cmd = support::nix::command();
     cmd.args(["eval", "--json"])
         .arg(format!("{}#blueprintJSON", flake.display()))
         .stdout(std::process::Stdio::piped())
@@ -52,66 +51,61 @@ async fn evaluate(args: &PlanArgs) -> anyhow::Result<Blueprint> {
     if !out.status.success() {
         let stderr: Vec<String> = String::from_utf8_lossy(&out.stderr)
             .lines()
-            .map(ci_service::nix::strip_ansi)
+            .map(support::nix::strip_ansi)
             .collect();
         bail!(
             "nix eval {}#blueprintJSON failed: {}",
             flake.display(),
-            ci_service::pipeline::first_error(&stderr)
+            support::nix::first_error(&stderr)
         );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Blueprint::from_json(&text).context("the flake's blueprintJSON is not a usable blueprint")
 }
 
-/// The scheduler's view of the workers in a status.
-fn worker_views(status: &ClusterStatus) -> Vec<WorkerView> {
-    status
-        .workers
-        .iter()
-        .map(|w| {
-            let closures: HashSet<String> = status
-                .instances
-                .iter()
-                .filter(|i| i.worker_id == w.info.id && !i.observed_closure.is_empty())
-                .map(|i| i.observed_closure.clone())
-                .collect();
-            WorkerView {
-                id: w.info.id.clone(),
-                labels: w.info.labels.clone(),
-                backends: w.info.backends.clone(),
-                cpu: w.info.cpu,
-                memory_mb: w.info.memory_mb,
-                takes_new: w.state == WorkerState::Ready,
-                keeps_existing: matches!(w.state, WorkerState::Ready | WorkerState::Cordoned),
-                closures,
-            }
-        })
-        .collect()
+/// Store paths of `paths` the binary cache at `cache_url` does not have (a `HEAD` of each
+/// narinfo, as nix asks).
+pub async fn missing_from_cache(
+    cache_url: &str,
+    paths: &[String],
+) -> Result<Vec<String>, reqwest::Error> {
+    let http = reqwest::Client::new();
+    let base = cache_url.trim_end_matches('/');
+    let mut missing = Vec::new();
+    for path in paths {
+        let Some(hash) = path.strip_prefix("/nix/store/").and_then(|b| b.get(..32)) else {
+            missing.push(path.clone());
+            continue;
+        };
+        let status = http
+            .head(format!("{base}/{hash}.narinfo"))
+            .send()
+            .await?
+            .status();
+        if !status.is_success() {
+            missing.push(path.clone());
+        }
+    }
+    Ok(missing)
 }
 
 pub async fn run(conn: &ConnArgs, args: &PlanArgs) -> anyhow::Result<()> {
     let new = evaluate(args).await?;
-    let op = crate::commands::connect(conn).await?;
+    let op = crate::conn::connect(conn).await?;
     let status = op.cluster_status().await?;
     let active = if status.active_generation > 0 {
         Some(op.generation(status.active_generation).await?.1)
     } else {
         None
     };
-    let plan = plan::diff(active.as_ref(), &new);
+    let plan = diff::diff(active.as_ref(), &new);
     let current: BTreeMap<String, String> = status
         .instances
         .iter()
         .filter(|i| !i.worker_id.is_empty())
         .map(|i| (i.instance_id.clone(), i.worker_id.clone()))
         .collect();
-    let placement = scheduler::schedule(
-        &new.vms,
-        new.cluster.strategy,
-        &worker_views(&status),
-        &current,
-    );
+    let placement = op.plan_placement(&new.vms, &new.cluster).await?;
     let cache = args
         .cache
         .clone()
@@ -129,7 +123,7 @@ pub async fn run(conn: &ConnArgs, args: &PlanArgs) -> anyhow::Result<()> {
     };
     let missing = match &cache {
         Some(url) => Some(
-            plan::missing_from_cache(url, &closures)
+            missing_from_cache(url, &closures)
                 .await
                 .with_context(|| format!("cannot ask the cache at {url}"))?,
         ),
@@ -178,7 +172,7 @@ pub fn render(
     plan: &Plan,
     status: &ClusterStatus,
     current: &BTreeMap<String, String>,
-    placement: &scheduler::Placement,
+    placement: &Placement,
     cache: Option<&str>,
     missing: Option<&[String]>,
 ) -> String {

@@ -24,14 +24,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use ci_service::client::CiClient;
-use ci_service::store::{PipelineDetail, Status, StepStatus};
 use clap::Args;
+use schema::ci::client::CiClient;
+use schema::ci::{PipelineDetail, Status, StepStatus};
 use schema::client::MasterClient;
 use schema::model::{ClusterStatus, Event, EventKind};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::commands::ConnArgs;
+use crate::conn::ConnArgs;
 
 /// Prints to stdout, ignoring failures: when whoever reads `pcr up`'s output goes away (a
 /// pipe through `tee` closed by the same Ctrl-C), `pcr up` must still stop everything it
@@ -71,7 +71,7 @@ pub struct UpArgs {
     #[arg(long, default_value = "127.0.0.1:7200")]
     pub cache_listen: String,
     /// Where pcr-ci listens.
-    #[arg(long, default_value = ci_service::config::DEFAULT_LISTEN)]
+    #[arg(long, default_value = schema::ci::DEFAULT_LISTEN)]
     pub ci_listen: String,
     /// Where repohub (the web UI) listens, when it is built.
     #[arg(long, default_value = "127.0.0.1:3001")]
@@ -161,7 +161,8 @@ impl Child {
         } else {
             cmd.stdout(log);
         }
-        die_with_parent(&mut cmd);
+        // `pcr up` spawns from its only thread, so the children die exactly when it does.
+        support::process::die_with_parent(cmd.as_std_mut());
         let mut process = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", self.program.display()))?;
@@ -211,19 +212,6 @@ impl Child {
 
     fn pid(&self) -> Option<u32> {
         self.process.as_ref().and_then(|p| p.id())
-    }
-}
-
-#[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut tokio::process::Command) {
-    // SAFETY: runs between fork and exec; prctl(PR_SET_PDEATHSIG) is async-signal-safe and
-    // touches no memory of the parent. `pcr up` spawns from its only thread, so the signal
-    // fires exactly when `pcr up` dies, however it dies.
-    unsafe {
-        cmd.pre_exec(|| {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-                .map_err(std::io::Error::from)
-        });
     }
 }
 
@@ -612,7 +600,7 @@ async fn up(
         .trim()
         .to_string();
     let upload_token_file = cache_dir.join("upload.token");
-    ci_service::config::read_or_create_secret(&upload_token_file)
+    support::secret::read_or_create_secret(&upload_token_file)
         .context("cannot create the cache's upload token")?;
     let mut cache = Child::new("cache", bin_dir.join("pcr-cache"), layout.log("cache"))
         .args(["serve", "--listen", &args.cache_listen])
@@ -705,7 +693,7 @@ async fn up(
     // The repository, and the push.
     let client = CiClient::new(&ci_url);
     client
-        .create_repository(&ci_service::server::NewRepository {
+        .create_repository(&schema::ci::NewRepository {
             name: args.repo.clone(),
             remote: None,
             branch: None,
@@ -769,7 +757,7 @@ async fn up(
     say!();
     say_raw!(
         "{}",
-        crate::commands::render_status(&status, crate::commands::now_ms())
+        crate::render::render_status(&status, support::now_ms())
     );
     say!();
     say!("  control plane  {master}          pcr control status · pcr events --follow");
@@ -1010,7 +998,7 @@ fn seconds(ms: u64) -> String {
     format!("{:.2} s", ms as f64 / 1000.0)
 }
 
-fn print_step(step: &ci_service::store::StepRecord) {
+fn print_step(step: &schema::ci::StepRecord) {
     let mark = match step.status {
         StepStatus::Succeeded => "✓",
         StepStatus::Failed => "✗",

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use schema::client::{AssignmentUpdate, GatewayClient};
 use schema::model::*;
-use schema::worker_capnp::worker_callback;
 use test_support::{cargo_bin, ControlPlane};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -178,18 +177,6 @@ fn publish(cp: &ControlPlane, generation: u64, count: u32) {
     );
 }
 
-struct Callback;
-
-impl worker_callback::Server for Callback {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        _: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        std::future::ready(Ok(()))
-    }
-}
-
 /// Two simulated workers on their own thread: they register, then every half second fetch
 /// their assignment and report all of it running and healthy (which is also their heartbeat),
 /// the way `pcr-worker` does. Stopped and joined on drop.
@@ -229,7 +216,7 @@ impl Workers {
                         hostname: format!("{id}.test"),
                         version: "test".into(),
                     };
-                    gw.register(&info, capnp_rpc::new_client(Callback))
+                    gw.register(&info, test_support::sim::ignoring())
                         .await
                         .unwrap();
                     workers.push((id, gw, conn));
@@ -247,15 +234,9 @@ impl Workers {
                         let reports: Vec<InstanceReport> = instances
                             .into_iter()
                             .map(|(instance, spec)| InstanceReport {
-                                instance_id: instance,
-                                vm_name: spec.name.clone(),
-                                closure: spec.closure.clone(),
-                                phase: Phase::Running,
-                                health: Health::Healthy,
                                 uptime_ms: 1_000,
                                 log_tail: format!("{} says hello", spec.name),
-                                generation,
-                                ..Default::default()
+                                ..test_support::sim::running(&instance, &spec, generation)
                             })
                             .collect();
                         let _ = gw

@@ -13,10 +13,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use control_plane::auth::Tokens;
+use control_plane::cluster::{Cluster, Config};
 use control_plane::rpc::Server;
 use control_plane::scheduler::{schedule, WorkerView};
-use control_plane::state::{Cluster, Config};
-use control_plane::store::Store;
+use control_plane::store::SqliteStore;
 use schema::client::{GatewayClient, MasterClient};
 use schema::model::*;
 use schema::worker_capnp::worker_callback;
@@ -104,18 +104,6 @@ fn bench_scheduler(runs: usize) {
     );
 }
 
-struct Nothing;
-
-impl worker_callback::Server for Nothing {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        _: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        std::future::ready(Ok(()))
-    }
-}
-
 /// Runs `f` on its own thread with a current-thread runtime and a LocalSet, forever.
 fn server_thread<F, Fut>(f: F) -> std::net::SocketAddr
 where
@@ -123,20 +111,15 @@ where
     Fut: std::future::Future<Output = ()> + 'static,
 {
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        tokio::task::LocalSet::new().block_on(&rt, async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            tx.send(listener.local_addr().expect("addr"))
-                .expect("send addr");
-            f(listener).await;
-        });
-    });
+    support::runtime::spawn_local_thread("server".into(), move || async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        tx.send(listener.local_addr().expect("addr"))
+            .expect("send addr");
+        f(listener).await;
+    })
+    .expect("server thread");
     rx.recv().expect("server started")
 }
 
@@ -164,7 +147,7 @@ fn start_control_plane(dir: &std::path::Path) -> (std::net::SocketAddr, String) 
     let op = "operator-token".to_string();
     let tokens = Tokens::new(op.clone(), "worker-token".into());
     let addr = server_thread(move |listener| async move {
-        let store = Store::open(&db, false).expect("db");
+        let store = SqliteStore::open(&db, false).expect("db");
         let cluster = Cluster::load(
             store,
             Config {
@@ -182,7 +165,7 @@ fn start_control_plane(dir: &std::path::Path) -> (std::net::SocketAddr, String) 
 fn bench_rpc(n: usize) {
     println!("\n## RPC round trip over loopback TCP, server on its own thread ({n} sequential calls each)");
     let echo_addr = server_thread(|listener| async move {
-        let cb: worker_callback::Client = capnp_rpc::new_client(Nothing);
+        let cb: worker_callback::Client = test_support::sim::ignoring();
         loop {
             let (stream, _) = listener.accept().await.expect("accept");
             let system = schema::net::rpc_over(
@@ -227,7 +210,7 @@ fn bench_rpc(n: usize) {
                 backends: vec![Backend::Process],
                 ..Default::default()
             };
-            gw.register(&info, capnp_rpc::new_client(Nothing)).await.expect("register");
+            gw.register(&info, test_support::sim::ignoring()).await.expect("register");
         }
         let bp = specs(10, 5, 0);
         op.publish_state("c1", 1, "h1", &bp, &ClusterSettings::default()).await.expect("publish");
@@ -320,7 +303,7 @@ fn bench_publish(runs: usize) {
                 backends: vec![Backend::Process],
                 ..Default::default()
             };
-            gw.register(&info, capnp_rpc::new_client(Nothing)).await.expect("register");
+            gw.register(&info, test_support::sim::ignoring()).await.expect("register");
         }
         let settings = ClusterSettings::default();
         let mut first = Vec::new();

@@ -5,12 +5,12 @@
 //! operators reach it over Cap'n Proto RPC ([`rpc`]); a token decides which capability a
 //! connection gets ([`auth`]).
 //!
-//! Layout: [`scheduler`] is a pure function; [`state`] applies requests to the cluster in one
+//! Layout: [`scheduler`] is a pure function; [`cluster`] applies requests to the cluster in one
 //! transaction each; [`store`] is the SQLite file; [`rpc`] and [`http`] are the edges.
 
 pub mod auth;
+pub mod cluster;
 pub mod http;
 pub mod rpc;
 pub mod scheduler;
-pub mod state;
 pub mod store;

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use control_plane::auth::Tokens;
+use control_plane::cluster::{Cluster, Config};
 use control_plane::rpc::Server;
-use control_plane::state::{Cluster, Config};
-use control_plane::store::Store;
+use control_plane::store::SqliteStore;
 use tokio::net::TcpListener;
 
 #[derive(Parser, Debug)]
@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from("."));
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tokens = Tokens::load_or_create(&dir).context("cannot set up the access tokens")?;
-    let store = Store::open(&db, args.full_sync).context("cannot open the database")?;
+    let store = SqliteStore::open(&db, args.full_sync).context("cannot open the database")?;
     let config = Config {
         lease: Duration::from_millis(args.lease_ms),
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms),

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use crate::auth::{Role, Tokens};
-use crate::state::{Cluster, Outcome};
+use crate::cluster::{Cluster, Outcome};
 
 /// Events sent to a new watcher before live ones, at most.
 const WATCH_BACKLOG: u32 = 1_000;
@@ -185,17 +185,7 @@ impl Server {
                 .get()
                 .init_result()
                 .set_unchanged(p.get_last_seen_revision()),
-            Ok(Some(a)) => {
-                let mut b = results.get().init_result().init_assignment();
-                b.set_generation(a.generation);
-                b.set_revision(a.revision);
-                let mut list = b.init_instances(a.instances.len() as u32);
-                for (i, (id, spec)) in a.instances.iter().enumerate() {
-                    let mut item = list.reborrow().get(i as u32);
-                    item.set_instance_id(id.as_str());
-                    write_vm_spec(item.init_spec(), spec);
-                }
-            }
+            Ok(Some(a)) => write_assignment(results.get().init_result().init_assignment(), &a),
             Err(e) => write_error(results.get().init_result().init_err(), &e),
         }
         Ok(())
@@ -316,34 +306,42 @@ struct GatewayImpl {
     bound: RefCell<Option<String>>,
 }
 
-impl worker_gateway::Server for GatewayImpl {
-    fn register(
-        self: CapRc<Self>,
-        params: worker_gateway::RegisterParams,
-        results: worker_gateway::RegisterResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.register(params, results, Some(&self.bound)))
-    }
+/// The worker calls, on the worker gateway (acting only for the worker id the session
+/// registered as) and on the Master (which extends it, acting for any worker).
+macro_rules! worker_calls {
+    ($ty:ty, |$s:ident| $bound:expr) => {
+        impl worker_gateway::Server for $ty {
+            fn register(
+                self: CapRc<Self>,
+                params: worker_gateway::RegisterParams,
+                results: worker_gateway::RegisterResults,
+            ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+                let $s = &self;
+                ready(self.server.register(params, results, $bound))
+            }
 
-    fn get_assignment(
-        self: CapRc<Self>,
-        params: worker_gateway::GetAssignmentParams,
-        results: worker_gateway::GetAssignmentResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(
-            self.server
-                .get_assignment(params, results, Some(&self.bound)),
-        )
-    }
+            fn get_assignment(
+                self: CapRc<Self>,
+                params: worker_gateway::GetAssignmentParams,
+                results: worker_gateway::GetAssignmentResults,
+            ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+                let $s = &self;
+                ready(self.server.get_assignment(params, results, $bound))
+            }
 
-    fn push_data(
-        self: CapRc<Self>,
-        params: worker_gateway::PushDataParams,
-        results: worker_gateway::PushDataResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.push_data(params, results, Some(&self.bound)))
-    }
+            fn push_data(
+                self: CapRc<Self>,
+                params: worker_gateway::PushDataParams,
+                results: worker_gateway::PushDataResults,
+            ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+                let $s = &self;
+                ready(self.server.push_data(params, results, $bound))
+            }
+        }
+    };
 }
+
+worker_calls!(GatewayImpl, |s| Some(&s.bound));
 
 // ---- Master (operator token) ----
 
@@ -351,31 +349,7 @@ struct MasterImpl {
     server: Rc<Server>,
 }
 
-impl worker_gateway::Server for MasterImpl {
-    fn register(
-        self: CapRc<Self>,
-        params: worker_gateway::RegisterParams,
-        results: worker_gateway::RegisterResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.register(params, results, None))
-    }
-
-    fn get_assignment(
-        self: CapRc<Self>,
-        params: worker_gateway::GetAssignmentParams,
-        results: worker_gateway::GetAssignmentResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.get_assignment(params, results, None))
-    }
-
-    fn push_data(
-        self: CapRc<Self>,
-        params: worker_gateway::PushDataParams,
-        results: worker_gateway::PushDataResults,
-    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
-        ready(self.server.push_data(params, results, None))
-    }
-}
+worker_calls!(MasterImpl, |_s| None);
 
 /// An operator action: read its one argument, run it on the cluster, answer with its sentence.
 macro_rules! action {
@@ -629,6 +603,29 @@ impl master::Server for MasterImpl {
                     results.get().init_result().init_ok(list.len() as u32),
                     &list,
                 ),
+                Err(e) => write_err(results.get().init_result().init_err(), &e),
+            }
+            Ok(())
+        })();
+        ready(result)
+    }
+
+    fn plan_placement(
+        self: CapRc<Self>,
+        params: master::PlanPlacementParams,
+        mut results: master::PlanPlacementResults,
+    ) -> impl std::future::Future<Output = Result<(), CapError>> + 'static {
+        let result = (|| {
+            let p = params.get()?;
+            let specs = read_vm_specs(p.get_vm_specs()?)?;
+            let settings = read_settings(p.get_settings()?)?;
+            match self
+                .server
+                .cluster
+                .borrow()
+                .plan_placement(&specs, &settings)
+            {
+                Ok(placement) => write_placement(results.get().init_result().init_ok(), &placement),
                 Err(e) => write_err(results.get().init_result().init_err(), &e),
             }
             Ok(())

@@ -31,13 +31,8 @@ pub struct WorkerView {
     pub closures: HashSet<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Placement {
-    /// instance id → worker id.
-    pub assigned: BTreeMap<String, String>,
-    /// instance id → why it could not be placed.
-    pub unplaced: BTreeMap<String, String>,
-}
+/// The scheduler's answer; a plain model type, since `pcr plan` receives it over RPC.
+pub use schema::model::Placement;
 
 struct Slot<'a> {
     view: &'a WorkerView,

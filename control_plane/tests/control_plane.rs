@@ -7,24 +7,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient};
+use schema::client::{AssignmentUpdate, ClientError, GatewayClient};
 use schema::model::*;
 use schema::net::{connect_master, connect_worker, Connection, NetError};
-use schema::worker_capnp::worker_callback;
 use schema::ErrorCode;
-use test_support::{eventually, ControlPlane, Options};
+use test_support::sim::publish;
+use test_support::{eventually, local, ControlPlane, Options};
 use tokio::sync::mpsc;
 
 const CLOSURE: &str = "/nix/store/0c9hj2bl0ajiyqslkmbhizbgshrdw9jl-web";
 const CLOSURE2: &str = "/nix/store/1c9hj2bl0ajiyqslkmbhizbgshrdw9jl-web";
-
-fn local<F: std::future::Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
 
 /// A worker as the control plane sees it: registers, reports, and records assignment pushes.
 struct SimWorker {
@@ -32,23 +24,6 @@ struct SimWorker {
     gw: GatewayClient,
     pushes: mpsc::UnboundedReceiver<u64>,
     _conn: Connection,
-}
-
-struct Callback {
-    tx: mpsc::UnboundedSender<u64>,
-}
-
-impl worker_callback::Server for Callback {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        params: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        let r = params.get().map(|p| {
-            let _ = self.tx.send(p.get_revision());
-        });
-        std::future::ready(r)
-    }
 }
 
 fn info(id: &str, cpu: u32, mem: u64, labels: &[(&str, &str)]) -> WorkerInfo {
@@ -71,10 +46,8 @@ async fn sim_worker(cp: &ControlPlane, info: WorkerInfo) -> SimWorker {
         .await
         .expect("worker login");
     let gw = GatewayClient::new(gw);
-    let (tx, pushes) = mpsc::unbounded_channel();
-    gw.register(&info, capnp_rpc::new_client(Callback { tx }))
-        .await
-        .expect("register");
+    let (callback, pushes) = test_support::sim::callback();
+    gw.register(&info, callback).await.expect("register");
     SimWorker {
         id: info.id,
         gw,
@@ -111,14 +84,7 @@ impl SimWorker {
             AssignmentUpdate::Changed(a) => a
                 .instances
                 .into_iter()
-                .map(|(id, spec)| InstanceReport {
-                    instance_id: id,
-                    vm_name: spec.name.clone(),
-                    closure: spec.closure.clone(),
-                    phase: Phase::Running,
-                    health: Health::Healthy,
-                    ..Default::default()
-                })
+                .map(|(id, spec)| test_support::sim::running(&id, &spec, 0))
                 .collect(),
             AssignmentUpdate::Unchanged(_) => Vec::new(),
         };
@@ -136,26 +102,6 @@ fn spec(name: &str, replicas: u32, cpu: u32) -> VmSpec {
         memory_mb: 128,
         ..VmSpec::process(name, CLOSURE)
     }
-}
-
-async fn publish(
-    op: &MasterClient,
-    generation: u64,
-    specs: &[VmSpec],
-) -> Result<schema::client::Published, ClientError> {
-    let settings = ClusterSettings {
-        name: "test".into(),
-        strategy: PlacementStrategy::Spread,
-    };
-    let hash = content_hash(&settings, specs);
-    op.publish_state(
-        &format!("commit{generation}"),
-        generation,
-        &hash,
-        specs,
-        &settings,
-    )
-    .await
 }
 
 fn remote(e: ClientError) -> schema::RemoteError {
@@ -740,5 +686,47 @@ fn a_requested_restart_survives_a_control_plane_restart() {
                 .map(String::as_str),
             Some("1")
         );
+    });
+}
+
+#[test]
+fn plan_placement_answers_where_instances_would_go_and_changes_nothing() {
+    let cp = ControlPlane::start();
+    local(async {
+        let op = cp.operator().await;
+        let _w1 = sim_worker(&cp, info("w1", 4, 4096, &[])).await;
+        publish(&op, 1, &[spec("web", 2, 1)])
+            .await
+            .expect("publish");
+        let before = op.cluster_status().await.expect("status");
+        let settings = ClusterSettings {
+            name: "test".into(),
+            strategy: PlacementStrategy::Spread,
+        };
+        // web keeps where it runs; db fits once; big fits nowhere.
+        let plan = op
+            .plan_placement(
+                &[spec("web", 2, 1), spec("db", 1, 2), spec("big", 1, 64)],
+                &settings,
+            )
+            .await
+            .expect("plan");
+        let placed: Vec<(&str, &str)> = plan
+            .assigned
+            .iter()
+            .map(|(i, w)| (i.as_str(), w.as_str()))
+            .collect();
+        assert_eq!(placed, [("db-0", "w1"), ("web-0", "w1"), ("web-1", "w1")]);
+        assert_eq!(plan.unplaced.keys().collect::<Vec<_>>(), ["big-0"]);
+        let after = op.cluster_status().await.expect("status");
+        assert_eq!(after.revision, before.revision, "a plan changes nothing");
+        assert_eq!(after.instances.len(), 2);
+
+        let e = remote(
+            op.plan_placement(&[VmSpec::process("bad", "/tmp/x")], &settings)
+                .await
+                .expect_err("a bad spec is refused"),
+        );
+        assert_eq!(e.code, schema::ErrorCode::Invalid);
     });
 }

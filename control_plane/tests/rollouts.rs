@@ -11,19 +11,10 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use schema::client::{AssignmentUpdate, ClientError, GatewayClient, MasterClient};
+use schema::client::{AssignmentUpdate, GatewayClient, MasterClient};
 use schema::model::*;
-use schema::worker_capnp::worker_callback;
-use test_support::{eventually, ControlPlane, Options};
-use tokio::sync::mpsc;
-
-fn local<F: std::future::Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
+use test_support::sim::publish;
+use test_support::{eventually, local, ControlPlane, Options};
 
 fn closure(tag: &str) -> String {
     let alphabet = b"0123456789abcdfghijklmnpqrsvwxyz";
@@ -41,19 +32,6 @@ struct Behaviour {
     crash: HashSet<String>,
     unhealthy: HashSet<String>,
     start_ms: u64,
-}
-
-struct Push(mpsc::UnboundedSender<()>);
-
-impl worker_callback::Server for Push {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        _: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        let _ = self.0.send(());
-        std::future::ready(Ok(()))
-    }
 }
 
 /// Runs a simulated worker until the test ends; reconnects when the control plane restarts.
@@ -74,12 +52,8 @@ fn spawn_sim(addr: String, token: String, id: &str, behaviour: Rc<RefCell<Behavi
                 continue;
             };
             let gw = GatewayClient::new(gw);
-            let (tx, mut pushes) = mpsc::unbounded_channel();
-            if gw
-                .register(&info, capnp_rpc::new_client(Push(tx)))
-                .await
-                .is_err()
-            {
+            let (callback, mut pushes) = test_support::sim::callback();
+            if gw.register(&info, callback).await.is_err() {
                 continue;
             }
             loop {
@@ -165,25 +139,6 @@ fn web(tag: &str, replicas: u32) -> VmSpec {
     spec.rollout.max_parallel = 1;
     spec.rollout.max_unavailable = 1;
     spec
-}
-
-async fn publish(
-    op: &MasterClient,
-    generation: u64,
-    specs: &[VmSpec],
-) -> Result<schema::client::Published, ClientError> {
-    let settings = ClusterSettings {
-        name: "t".into(),
-        strategy: PlacementStrategy::Spread,
-    };
-    op.publish_state(
-        &format!("c{generation}"),
-        generation,
-        &content_hash(&settings, specs),
-        specs,
-        &settings,
-    )
-    .await
 }
 
 async fn rolled_out(op: &MasterClient, generation: u64) -> ClusterStatus {

@@ -109,7 +109,7 @@ fn main() {
         let router = repohub::router(app.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
 
-        let hash = repohub::auth::hash_password("benchmark-password", common::CHEAP).unwrap();
+        let hash = repohub::password::hash_password("benchmark-password", common::CHEAP).unwrap();
         let user = app.db.create_user("bench", &hash, true, true).unwrap();
         let (_, token) = app.db.create_token(user.id, "bench").unwrap();
         let project = app.db.create_project("bench", "", user.id).unwrap();

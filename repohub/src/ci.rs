@@ -1,5 +1,5 @@
 //! pcr-ci, as repohub sees it: its JSON API (pipelines, logs, repositories) through
-//! [`ci_service::client::CiClient`], and its state directory, where the bare repositories live
+//! [`schema::ci::client::CiClient`], and its state directory, where the bare repositories live
 //! that repohub reads commits and files from.
 //!
 //! pcr-ci owns the pipelines and the repositories' git data; repohub never copies either, so
@@ -8,9 +8,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ci_service::client::CiClient;
-use ci_service::server::{LogPage, NewRepository};
-use ci_service::store::{PipelineDetail, PipelineSummary};
+use schema::ci::client::CiClient;
+use schema::ci::{LogPage, NewRepository};
+use schema::ci::{PipelineDetail, PipelineSummary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CiError {
@@ -20,7 +20,7 @@ pub enum CiError {
     Unreachable {
         url: String,
         #[source]
-        source: ci_service::client::ClientError,
+        source: schema::ci::client::ClientError,
     },
     /// pcr-ci answered with an error sentence.
     #[error("pcr-ci refused: {0}")]
@@ -54,16 +54,16 @@ impl Ci {
 
     /// Where pcr-ci keeps the bare repository `ci_name`.
     pub fn bare_path(&self, ci_name: &str) -> PathBuf {
-        ci_service::repos::bare_path(&ci_service::config::repos_dir(&self.state_dir), ci_name)
+        schema::ci::bare_path(&schema::ci::repos_dir(&self.state_dir), ci_name)
     }
 
     fn client(&self) -> Result<CiClient> {
         if let Some(c) = &self.http {
             return Ok(c.clone());
         }
-        match ci_service::client::url_from_state_dir(&self.state_dir) {
+        match schema::ci::client::url_from_state_dir(&self.state_dir) {
             Some(url) => Ok(CiClient::new(&url)),
-            None => Err(CiError::NotConfigured(ci_service::config::url_file(
+            None => Err(CiError::NotConfigured(schema::ci::url_file(
                 &self.state_dir,
             ))),
         }
@@ -73,12 +73,12 @@ impl Ci {
     pub fn url(&self) -> Option<String> {
         self.fixed_url
             .clone()
-            .or_else(|| ci_service::client::url_from_state_dir(&self.state_dir))
+            .or_else(|| schema::ci::client::url_from_state_dir(&self.state_dir))
     }
 
-    fn map(client: &CiClient, e: ci_service::client::ClientError) -> CiError {
+    fn map(client: &CiClient, e: schema::ci::client::ClientError) -> CiError {
         match e {
-            ci_service::client::ClientError::Remote(msg) => CiError::Refused(msg),
+            schema::ci::client::ClientError::Remote(msg) => CiError::Refused(msg),
             other => CiError::Unreachable {
                 url: client.base().to_string(),
                 source: other,

@@ -44,19 +44,42 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    fn read(&self) -> Result<String, String> {
+    fn read(&self) -> Result<String, BridgeError> {
         match self {
             TokenSource::Value(v) => Ok(v.clone()),
             TokenSource::File(path) => std::fs::read_to_string(path)
                 .map(|t| t.trim().to_string())
-                .map_err(|e| {
-                    format!(
-                        "cannot read the operator token {} ({e}); pass --operator-token-file",
-                        path.display()
-                    )
+                .map_err(|source| BridgeError::Token {
+                    path: path.display().to_string(),
+                    source,
                 }),
         }
     }
+}
+
+/// What went wrong between repohub and the control plane; shown on the pages as a sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("cannot read the operator token {path} (pass --operator-token-file)")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] schema::net::NetError),
+    #[error(transparent)]
+    Call(#[from] schema::client::ClientError),
+    #[error("the control plane ended the event stream")]
+    StreamEnded,
+    #[error("the connection to the control plane at {0} closed")]
+    Closed(String),
+    #[error("the control plane at {0} is not reachable right now")]
+    Unreachable(String),
+    #[error("the control plane bridge has stopped")]
+    Stopped,
+    #[error("the control plane connection dropped; try again")]
+    Dropped,
 }
 
 /// What the deployments page shows.
@@ -81,7 +104,7 @@ pub struct Snapshot {
 enum Request {
     Generation(
         u64,
-        oneshot::Sender<Result<(GenerationInfo, Blueprint), String>>,
+        oneshot::Sender<Result<(GenerationInfo, Blueprint), BridgeError>>,
     ),
 }
 
@@ -101,22 +124,9 @@ impl ControlPlane {
             ..Snapshot::default()
         }));
         let (requests, req_rx) = mpsc::channel(64);
-        std::thread::Builder::new()
-            .name("control-plane".into())
-            .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot start the control plane thread");
-                        return;
-                    }
-                };
-                let local = tokio::task::LocalSet::new();
-                local.block_on(&runtime, run(target, snap_tx, req_rx));
-            })?;
+        support::runtime::spawn_local_thread("control-plane".into(), move || {
+            run(target, snap_tx, req_rx)
+        })?;
         Ok(ControlPlane { snapshot, requests })
     }
 
@@ -131,14 +141,13 @@ impl ControlPlane {
     }
 
     /// One generation with its full blueprint.
-    pub async fn generation(&self, n: u64) -> Result<(GenerationInfo, Blueprint), String> {
+    pub async fn generation(&self, n: u64) -> Result<(GenerationInfo, Blueprint), BridgeError> {
         let (tx, rx) = oneshot::channel();
         self.requests
             .send(Request::Generation(n, tx))
             .await
-            .map_err(|_| "the control plane bridge has stopped".to_string())?;
-        rx.await
-            .map_err(|_| "the control plane connection dropped; try again".to_string())?
+            .map_err(|_| BridgeError::Stopped)?;
+        rx.await.map_err(|_| BridgeError::Dropped)?
     }
 }
 
@@ -157,7 +166,7 @@ async fn run(
         };
         let error = match outcome {
             Ok(()) => return, // every handle dropped
-            Err(e) => e,
+            Err(e) => schema::error_chain(&e),
         };
         tracing::warn!(addr = %target.addr, error = %error, "control plane unavailable");
         version += 1;
@@ -178,9 +187,7 @@ async fn run(
                 _ = snap_tx.closed() => return,
                 req = requests.recv() => match req {
                     Some(Request::Generation(_, reply)) => {
-                        let _ = reply.send(Err(format!(
-                            "the control plane at {} is not reachable right now", target.addr
-                        )));
+                        let _ = reply.send(Err(BridgeError::Unreachable(target.addr.clone())));
                     }
                     None => return,
                 },
@@ -191,25 +198,20 @@ async fn run(
 }
 
 /// One connection's life: refresh, watch, answer requests. Returns `Ok` when the web side is
-/// gone, `Err(sentence)` when the connection failed.
+/// gone, `Err` when the connection failed.
 async fn session(
     target: &Target,
     snap_tx: &watch::Sender<Arc<Snapshot>>,
     requests: &mut mpsc::Receiver<Request>,
     version: &mut u64,
     events: &mut VecDeque<Event>,
-) -> Result<(), String> {
+) -> Result<(), BridgeError> {
     let token = target.token.read()?;
-    let (master, conn) = schema::net::connect_master(&target.addr, &token)
-        .await
-        .map_err(|e| schema::error_chain(&e))?;
+    let (master, conn) = schema::net::connect_master(&target.addr, &token).await?;
     let client = MasterClient::new(master);
     tracing::info!(addr = %target.addr, "connected to the control plane");
     let since = events.front().map(|e| e.seq).unwrap_or(0);
-    let (_subscription, mut batches) = client
-        .watch(since)
-        .await
-        .map_err(|e| schema::error_chain(&e))?;
+    let (_subscription, mut batches) = client.watch(since).await?;
     let mut closed = conn.closed.clone();
     refresh(&client, target, snap_tx, version, events).await?;
     let mut tick = tokio::time::interval(REFRESH);
@@ -235,7 +237,7 @@ async fn session(
                     events.truncate(HISTORY);
                     dirty_since.get_or_insert_with(tokio::time::Instant::now);
                 }
-                None => return Err("the control plane ended the event stream".into()),
+                None => return Err(BridgeError::StreamEnded),
             },
             _ = debounce => {
                 dirty_since = None;
@@ -248,12 +250,12 @@ async fn session(
             }
             req = requests.recv() => match req {
                 Some(Request::Generation(n, reply)) => {
-                    let answer = client.generation(n).await.map_err(|e| schema::error_chain(&e));
+                    let answer = client.generation(n).await.map_err(BridgeError::from);
                     let _ = reply.send(answer);
                 }
                 None => return Ok(()),
             },
-            _ = &mut closed => return Err(format!("the connection to the control plane at {} closed", target.addr)),
+            _ = &mut closed => return Err(BridgeError::Closed(target.addr.clone())),
             _ = snap_tx.closed() => return Ok(()),
         }
     }
@@ -265,15 +267,9 @@ async fn refresh(
     snap_tx: &watch::Sender<Arc<Snapshot>>,
     version: &mut u64,
     events: &VecDeque<Event>,
-) -> Result<(), String> {
-    let status = client
-        .cluster_status()
-        .await
-        .map_err(|e| schema::error_chain(&e))?;
-    let mut generations = client
-        .generations(HISTORY as u32)
-        .await
-        .map_err(|e| schema::error_chain(&e))?;
+) -> Result<(), BridgeError> {
+    let status = client.cluster_status().await?;
+    let mut generations = client.generations(HISTORY as u32).await?;
     generations.sort_by_key(|g| std::cmp::Reverse(g.generation));
     let events: Vec<Event> = events.iter().cloned().collect();
     // Only a change makes a new snapshot: live views re-fetch on every new version, and an

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 use serde::{Deserialize, Serialize};
+use support::now_ms;
+use support::sqlite::{self, MigrateError, Synchronous};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -230,10 +232,6 @@ pub struct Db {
     conn: Mutex<Connection>,
 }
 
-fn now_ms() -> u64 {
-    crate::now_ms()
-}
-
 fn user_row(r: &Row<'_>) -> rusqlite::Result<User> {
     Ok(User {
         id: r.get(0)?,
@@ -311,37 +309,18 @@ impl Db {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open(path).map_err(open_err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;
-             PRAGMA busy_timeout = 5000;",
-        )
-        .map_err(open_err)?;
-        let db = Db {
-            conn: Mutex::new(conn),
-        };
-        db.migrate(path)?;
-        Ok(db)
-    }
-
-    fn migrate(&self, path: &Path) -> Result<()> {
-        let mut conn = self.lock();
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(DbError::TooNew {
+        let mut conn = sqlite::open(path, Synchronous::Normal).map_err(open_err)?;
+        sqlite::migrate(&mut conn, MIGRATIONS).map_err(|e| match e {
+            MigrateError::TooNew { found, known } => DbError::TooNew {
                 path: path.display().to_string(),
-                found: version,
+                found,
                 known,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
+            },
+            MigrateError::Sql(e) => DbError::Sql(e),
+        })?;
+        Ok(Db {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {

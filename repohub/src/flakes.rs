@@ -44,12 +44,20 @@ pub fn analyse_commit(bare: &Path, repo_name: &str, commit: &str) -> FlakeRecord
     record
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum FlakeError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("the analysis of the commit stopped")]
+    Analysis(#[source] tokio::task::JoinError),
+}
+
 /// The stored analysis of `commit`, computing and storing it first if needed.
 pub async fn for_commit(
     app: &AppState,
     repo: &Repository,
     commit: &str,
-) -> Result<FlakeRecord, crate::web::error::AppError> {
+) -> Result<FlakeRecord, FlakeError> {
     if let Some(r) = app.db.flake(repo.id, commit)? {
         return Ok(r);
     }
@@ -63,7 +71,7 @@ pub async fn for_commit(
     let sha = commit.to_string();
     let record = tokio::task::spawn_blocking(move || analyse_commit(&bare, &name, &sha))
         .await
-        .map_err(|e| crate::web::error::AppError::internal(&e))?;
+        .map_err(FlakeError::Analysis)?;
     app.db.save_flake(repo.id, &record)?;
     Ok(record)
 }

@@ -16,12 +16,12 @@
 //!
 //! [`router`] builds the whole app from an [`App`], which is what the tests drive.
 
-pub mod auth;
 pub mod ci;
 pub mod cluster;
 pub mod db;
 pub mod flakes;
 pub mod git;
+pub mod password;
 pub mod throttle;
 pub mod web;
 
@@ -54,7 +54,7 @@ pub type AppState = Arc<App>;
 pub struct Settings {
     /// Adds `Secure` to cookies. Needed (and implied) when served over TLS.
     pub secure_cookies: bool,
-    pub password_cost: auth::PasswordCost,
+    pub password_cost: password::PasswordCost,
     /// Shown in clone instructions, e.g. `https://hub.example.com`.
     pub public_url: Option<String>,
     /// The clock sign-in throttling reads ([`throttle`]); tests step a manual one.
@@ -76,7 +76,7 @@ pub enum StartError {
     #[error(transparent)]
     Db(#[from] db::DbError),
     #[error(transparent)]
-    Hash(#[from] auth::HashError),
+    Hash(#[from] password::HashError),
     #[error("cannot start the control plane thread")]
     Thread(#[source] std::io::Error),
 }
@@ -86,7 +86,7 @@ impl App {
     pub fn start(config: Config) -> Result<AppState, StartError> {
         let db = db::Db::open(&config.db)?;
         let dummy_hash =
-            auth::hash_password("not anybody's password", config.settings.password_cost)?;
+            password::hash_password("not anybody's password", config.settings.password_cost)?;
         let cluster = cluster::ControlPlane::spawn(config.cluster).map_err(StartError::Thread)?;
         Ok(Arc::new(App {
             db,
@@ -100,10 +100,4 @@ impl App {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use support::now_ms;

@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         ci_url: args.ci,
         ci_state_dir: args
             .ci_state_dir
-            .unwrap_or_else(ci_service::config::default_state_dir),
+            .unwrap_or_else(schema::ci::default_state_dir),
         settings: repohub::Settings {
             secure_cookies: secure,
             public_url: args.public_url,

@@ -10,15 +10,7 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::{eventually, Hub};
-use test_support::{ControlPlane, Options};
-
-fn local<F: std::future::Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&rt, f)
-}
+use test_support::{local, ControlPlane, Options};
 
 #[test]
 fn deployments_show_the_control_plane_and_follow_its_restarts() {

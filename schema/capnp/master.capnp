@@ -49,6 +49,32 @@ interface Master extends(WorkerGateway) {
   # Restarts one instance where it runs. Its assignment carries PROCURATOR_RESTART=<count>,
   # which changes with every request (as `kubectl rollout restart` changes an annotation).
   restartInstance @12 (instanceId :Text) -> (result :ActionResult);
+  # Where the scheduler would place these VMs now, against the workers and placements as they
+  # are; nothing changes (`pcr plan`).
+  planPlacement @13 (vmSpecs :List(Common.VmSpec), settings :Common.ClusterSettings)
+                -> (result :PlacementResult);
+}
+
+struct PlacementResult {
+  union {
+    ok @0 :Placement;
+    err @1 :Common.Error;
+  }
+}
+
+struct Placement {
+  assigned @0 :List(PlacedInstance);
+  unplaced @1 :List(UnplacedInstance);
+}
+
+struct PlacedInstance {
+  instanceId @0 :Text;
+  workerId @1 :Text;
+}
+
+struct UnplacedInstance {
+  instanceId @0 :Text;
+  reason @1 :Text;
 }
 
 struct ActionResult {

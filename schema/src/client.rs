@@ -7,8 +7,8 @@ use tokio::sync::mpsc;
 use crate::convert::*;
 use crate::master_capnp::{
     action_result, assignment_result, event_sink, events_result, generation_result,
-    generations_result, master, publish_result, push_result, register_result, status_result,
-    subscription, watch_result, worker_gateway, worker_result,
+    generations_result, master, placement_result, publish_result, push_result, register_result,
+    status_result, subscription, watch_result, worker_gateway, worker_result,
 };
 use crate::model::*;
 use crate::worker_capnp::worker_callback;
@@ -40,13 +40,8 @@ pub struct Published {
     pub revision: u64,
 }
 
-/// A worker's assignment: what should run on it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Assignment {
-    pub generation: u64,
-    pub revision: u64,
-    pub instances: Vec<(String, VmSpec)>,
-}
+/// A worker's assignment: what should run on it (declared once, in the model).
+pub use crate::model::Assignment;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum AssignmentUpdate {
@@ -106,21 +101,7 @@ impl GatewayClient {
         let resp = req.send().promise.await?;
         match resp.get()?.get_result()?.which()? {
             assignment_result::Unchanged(rev) => Ok(AssignmentUpdate::Unchanged(rev)),
-            assignment_result::Assignment(a) => {
-                let a = a?;
-                let mut instances = Vec::new();
-                for inst in a.get_instances()?.iter() {
-                    instances.push((
-                        text(inst.get_instance_id())?,
-                        read_vm_spec(inst.get_spec()?)?,
-                    ));
-                }
-                Ok(AssignmentUpdate::Changed(Assignment {
-                    generation: a.get_generation(),
-                    revision: a.get_revision(),
-                    instances,
-                }))
-            }
+            assignment_result::Assignment(a) => Ok(AssignmentUpdate::Changed(read_assignment(a?)?)),
             assignment_result::Err(e) => Err(read_error(e?)?.into()),
         }
     }
@@ -306,6 +287,22 @@ impl MasterClient {
         req.get().set_instance_id(instance);
         let resp = req.send().promise.await?;
         action_result(resp.get()?.get_result()?)
+    }
+
+    /// Where the scheduler would place `specs` now; nothing changes.
+    pub async fn plan_placement(
+        &self,
+        specs: &[VmSpec],
+        settings: &ClusterSettings,
+    ) -> Result<Placement> {
+        let mut req = self.inner.plan_placement_request();
+        write_vm_specs(req.get().init_vm_specs(specs.len() as u32), specs);
+        write_settings(req.get().init_settings(), settings);
+        let resp = req.send().promise.await?;
+        match resp.get()?.get_result()?.which()? {
+            placement_result::Ok(p) => Ok(read_placement(p?)?),
+            placement_result::Err(e) => Err(read_error(e?)?.into()),
+        }
     }
 
     /// Lets a canary rollout continue to every instance of `vm`.

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use capnp::text_list;
 
 use crate::common_capnp as c;
+use crate::master_capnp as m;
 use crate::model::*;
 
 type R<T> = capnp::Result<T>;
@@ -748,6 +749,61 @@ pub fn read_error(r: c::error::Reader<'_>) -> R<RemoteError> {
             Ok(c::ErrorCode::Internal) | Err(_) => ErrorCode::Internal,
         },
     })
+}
+
+pub fn write_assignment(mut b: m::assignment::Builder<'_>, a: &Assignment) {
+    b.set_generation(a.generation);
+    b.set_revision(a.revision);
+    let mut list = b.init_instances(a.instances.len() as u32);
+    for (i, (id, spec)) in a.instances.iter().enumerate() {
+        let mut item = list.reborrow().get(i as u32);
+        item.set_instance_id(id.as_str());
+        write_vm_spec(item.init_spec(), spec);
+    }
+}
+
+pub fn read_assignment(r: m::assignment::Reader<'_>) -> R<Assignment> {
+    let mut instances = Vec::new();
+    for inst in r.get_instances()?.iter() {
+        instances.push((
+            text(inst.get_instance_id())?,
+            read_vm_spec(inst.get_spec()?)?,
+        ));
+    }
+    Ok(Assignment {
+        generation: r.get_generation(),
+        revision: r.get_revision(),
+        instances,
+    })
+}
+
+pub fn write_placement(b: m::placement::Builder<'_>, p: &Placement) {
+    let mut b = b;
+    let mut assigned = b.reborrow().init_assigned(p.assigned.len() as u32);
+    for (i, (instance, worker)) in p.assigned.iter().enumerate() {
+        let mut item = assigned.reborrow().get(i as u32);
+        item.set_instance_id(instance.as_str());
+        item.set_worker_id(worker.as_str());
+    }
+    let mut unplaced = b.init_unplaced(p.unplaced.len() as u32);
+    for (i, (instance, reason)) in p.unplaced.iter().enumerate() {
+        let mut item = unplaced.reborrow().get(i as u32);
+        item.set_instance_id(instance.as_str());
+        item.set_reason(reason.as_str());
+    }
+}
+
+pub fn read_placement(r: m::placement::Reader<'_>) -> R<Placement> {
+    let mut p = Placement::default();
+    for item in r.get_assigned()?.iter() {
+        p.assigned
+            .insert(text(item.get_instance_id())?, text(item.get_worker_id())?);
+    }
+    for item in r.get_unplaced()?.iter() {
+        p.unplaced
+            .insert(text(item.get_instance_id())?, text(item.get_reason())?);
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 //! - `common_capnp`, `master_capnp`, `worker_capnp`: generated from `capnp/*.capnp`.
 //! - [`model`]: the same things as plain Rust data, plus the blueprint format and its rules.
 //! - [`convert`]: wire ⇄ model.
+//! - [`diff`]: what publishing a blueprint would change against the active one.
 //! - [`net`]: the one RPC connection helper (connect, login, serve).
 //! - [`client`]: typed async calls on the Master, used by every tool that talks to it.
+//! - [`ci`]: pcr-ci's JSON API — its records and requests — and, with the `ci-client`
+//!   feature, the client the command line and repohub use.
 
 pub mod common_capnp {
     #![allow(clippy::all, clippy::unwrap_used, unused, unsafe_code)]
@@ -19,9 +22,11 @@ pub mod worker_capnp {
     include!(concat!(env!("OUT_DIR"), "/worker_capnp.rs"));
 }
 
+pub mod ci;
 pub mod client;
 pub mod convert;
 pub mod defaults;
+pub mod diff;
 pub mod model;
 pub mod net;
 

@@ -556,23 +556,43 @@ pub fn validate_name(name: &str) -> Result<(), ValidationError> {
 const NIX_BASE32: &[u8] = b"0123456789abcdfghijklmnpqrsvwxyz";
 
 /// A store path as Nix writes them: `/nix/store/<32 nix-base32 chars>-<name>`, nothing after.
-pub fn validate_store_path(path: &str) -> Result<(), String> {
+/// Why a closure is not a store path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StorePathError {
+    #[error("closure `{0}` is not a /nix/store path")]
+    NotInStore(String),
+    #[error("closure `{0}` must be a store path itself, not a file inside one")]
+    InsideStorePath(String),
+    #[error("closure `{0}` does not start with a 32-character nix-base32 hash")]
+    Hash(String),
+    #[error("closure `{0}` has no `-` after its hash")]
+    NoDash(String),
+    #[error("closure `{0}` has an invalid name part")]
+    Name(String),
+}
+
+/// Why a path meant to be inside a closure is not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelativePathError {
+    #[error("`{0}` must be relative to the closure")]
+    Absolute(String),
+    #[error("`{0}` must not contain `..` or empty components")]
+    Escapes(String),
+}
+
+pub fn validate_store_path(path: &str) -> Result<(), StorePathError> {
     let Some(base) = path.strip_prefix("/nix/store/") else {
-        return Err(format!("closure `{path}` is not a /nix/store path"));
+        return Err(StorePathError::NotInStore(path.to_string()));
     };
     if base.contains('/') {
-        return Err(format!(
-            "closure `{path}` must be a store path itself, not a file inside one"
-        ));
+        return Err(StorePathError::InsideStorePath(path.to_string()));
     }
     let (hash, name) = base.split_at(base.len().min(32));
     if hash.len() != 32 || !hash.bytes().all(|b| NIX_BASE32.contains(&b)) {
-        return Err(format!(
-            "closure `{path}` does not start with a 32-character nix-base32 hash"
-        ));
+        return Err(StorePathError::Hash(path.to_string()));
     }
     let Some(name) = name.strip_prefix('-') else {
-        return Err(format!("closure `{path}` has no `-` after its hash"));
+        return Err(StorePathError::NoDash(path.to_string()));
     };
     let name_ok = !name.is_empty()
         && name.len() <= 211
@@ -581,19 +601,17 @@ pub fn validate_store_path(path: &str) -> Result<(), String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"+-._?=".contains(&b));
     if !name_ok {
-        return Err(format!("closure `{path}` has an invalid name part"));
+        return Err(StorePathError::Name(path.to_string()));
     }
     Ok(())
 }
 
-fn validate_relative_path(path: &str) -> Result<(), String> {
+fn validate_relative_path(path: &str) -> Result<(), RelativePathError> {
     if path.starts_with('/') {
-        return Err(format!("`{path}` must be relative to the closure"));
+        return Err(RelativePathError::Absolute(path.to_string()));
     }
     if path.split('/').any(|c| c == ".." || c.is_empty()) || path.contains('\0') {
-        return Err(format!(
-            "`{path}` must not contain `..` or empty components"
-        ));
+        return Err(RelativePathError::Escapes(path.to_string()));
     }
     Ok(())
 }
@@ -702,6 +720,17 @@ pub struct WorkerInfo {
     pub backends: Vec<Backend>,
     pub hostname: String,
     pub version: String,
+}
+
+impl WorkerInfo {
+    /// The backends it supports, as `sep`-separated names (`process, qemu`).
+    pub fn backend_names(&self, sep: &str) -> String {
+        self.backends
+            .iter()
+            .map(|b| b.as_str())
+            .collect::<Vec<_>>()
+            .join(sep)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -1000,4 +1029,26 @@ mod tests {
             format!(r#"{{"vms":{{"web":{{"backend":"qemu","closure":"{PATH}","cpus":2}}}}}}"#);
         assert!(Blueprint::from_json(&unknown_field).is_err());
     }
+}
+
+// ---- what the control plane decides ----
+
+/// What a worker should run: the instances placed on it, each with the spec of its generation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assignment {
+    /// The active generation.
+    pub generation: u64,
+    /// Changes whenever this worker's instances change.
+    pub revision: u64,
+    /// (instance id, spec)
+    pub instances: Vec<(String, VmSpec)>,
+}
+
+/// Where the scheduler puts instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// instance id → worker id.
+    pub assigned: BTreeMap<String, String>,
+    /// instance id → why it could not be placed.
+    pub unplaced: BTreeMap<String, String>,
 }

@@ -1,8 +1,10 @@
 //! Shared scaffolding for Procurator's integration tests: locating (and if needed building) the
 //! workspace's binaries, starting a real control plane process on a free port with a temporary
-//! database, and building test VM images. Never used by production code.
+//! database, the pieces of a simulated worker ([`sim`]), and building test VM images. Never used
+//! by production code.
 
 pub mod pvh_guest;
+pub mod sim;
 pub mod vm_image;
 
 use std::io::{BufRead, BufReader};
@@ -49,18 +51,7 @@ pub fn cargo_bin(name: &str) -> PathBuf {
     path
 }
 
-/// Makes a child die with the test process, even when the test process is killed.
-pub fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-}
+pub use support::process::die_with_parent;
 
 /// A child process, killed when dropped.
 pub struct Proc {
@@ -225,6 +216,16 @@ fn spawn(db: &Path, listen: &str, options: &Options) -> (Proc, String) {
         &db.with_file_name("control-plane.log"),
         "pcr-control-plane listening on ",
     )
+}
+
+/// Runs `f` to completion on a current-thread runtime inside a `LocalSet`, where Cap'n Proto
+/// clients (which are `!Send`) live.
+pub fn local<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a test runtime");
+    tokio::task::LocalSet::new().block_on(&rt, f)
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` with `what`.

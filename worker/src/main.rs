@@ -176,7 +176,7 @@ fn main() -> anyhow::Result<()> {
         };
         tokio::select! {
             _ = agent::run(config, reconciler) => {}
-            _ = shutdown_signal() => {
+            _ = support::signal::shutdown_signal() => {
                 // Instances are detached on purpose: they keep running and the next worker
                 // start re-adopts them.
                 tracing::info!("worker stopping; instances keep running and will be re-adopted");
@@ -184,20 +184,4 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
 }

@@ -2,7 +2,7 @@
 //!
 //! `plan(desired, observed, present)` compares what the assignment asks for with what this
 //! worker supervises and says what to do about each instance. It does no I/O; the
-//! [`crate::reconcile`] executor carries the actions out through the drivers. Running the same
+//! executor (the reconcile module) carries the actions out through the drivers. Running the same
 //! plan twice is harmless: an instance that already runs as desired is left alone.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ci_service::client::CiClient;
 use ci_service::store::{PipelineDetail, Status};
+use schema::ci::client::CiClient;
 use tempfile::TempDir;
 use test_support::{cargo_bin, die_with_parent, ControlPlane};
 

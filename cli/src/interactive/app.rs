@@ -11,9 +11,6 @@ use std::collections::{HashMap, VecDeque};
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use schema::model::*;
 
-use super::pipelines::{Pipeline, PipelineRun};
-use super::views;
-
 /// How many events the TUI keeps; the control plane keeps them all.
 pub const EVENT_MEMORY: usize = 1_000;
 /// How long a message at the bottom stays.
@@ -232,118 +229,20 @@ pub enum Update {
     ActionDone(Action, Result<String, String>),
 }
 
-/// A filter typed after `/`: words are ANDed; `key=value` and `key!=value` match a column
-/// named `key` or, when the row has no such column, a label; other words match any column.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filter {
-    raw: String,
-    terms: Vec<Term>,
-}
+pub use super::list::{Filter, ListState, RowFields};
 
+/// How the fields of a row of a view are read; the views know (`views::fields`), and hand
+/// that knowledge to [`App::new`] so the state does not depend on its drawing.
+pub type FieldsOf = for<'a> fn(&'a App, View, usize) -> RowFields<'a>;
+
+/// A CI run as the pipelines list shows it.
+pub use schema::ci::PipelineSummary as Pipeline;
+
+/// A run with its steps and the tail of its log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Term {
-    Text(String),
-    Eq(String, String),
-    Ne(String, String),
-}
-
-impl Filter {
-    pub fn parse(raw: &str) -> Filter {
-        let terms = raw
-            .split_whitespace()
-            .map(|w| {
-                let w = w.to_lowercase();
-                if let Some((k, v)) = w.split_once("!=") {
-                    Term::Ne(k.to_string(), v.to_string())
-                } else if let Some((k, v)) = w.split_once('=') {
-                    Term::Eq(k.to_string(), v.to_string())
-                } else {
-                    Term::Text(w)
-                }
-            })
-            .collect();
-        Filter {
-            raw: raw.trim().to_string(),
-            terms,
-        }
-    }
-
-    pub fn raw(&self) -> &str {
-        &self.raw
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.terms.is_empty()
-    }
-
-    /// Whether a row with these columns and labels passes.
-    pub fn matches(&self, row: &views::RowFields<'_>) -> bool {
-        self.terms.iter().all(|t| match t {
-            Term::Text(w) => {
-                row.fields.iter().any(|(_, v)| contains_lower(v, w))
-                    || row.labels.is_some_and(|l| {
-                        l.iter()
-                            .any(|(k, v)| contains_lower(k, w) || contains_lower(v, w))
-                    })
-            }
-            Term::Eq(k, v) => row.equals(k, v) == Some(true),
-            Term::Ne(k, v) => row.equals(k, v) != Some(true),
-        })
-    }
-}
-
-fn contains_lower(haystack: &str, needle_lower: &str) -> bool {
-    if haystack.is_ascii() {
-        // No allocation for the common case: ASCII names, phases and closures.
-        haystack
-            .as_bytes()
-            .windows(needle_lower.len().max(1))
-            .any(|w| w.eq_ignore_ascii_case(needle_lower.as_bytes()))
-            || needle_lower.is_empty()
-    } else {
-        haystack.to_lowercase().contains(needle_lower)
-    }
-}
-
-/// Selection, scroll position, filter and the rows that pass it, for one list.
-#[derive(Debug, Clone, Default)]
-pub struct ListState {
-    pub selected: usize,
-    pub offset: usize,
-    pub filter: Filter,
-    /// Indexes into the view's source data, in display order, after the filter.
-    pub rows: Vec<usize>,
-    /// How many rows the source has before filtering.
-    pub total: usize,
-}
-
-impl ListState {
-    /// Moves `offset` so the selection is inside a window of `height` rows, and keeps the
-    /// window full when the list is long enough.
-    pub fn scroll_to_fit(&mut self, height: usize) {
-        if height == 0 {
-            return;
-        }
-        if self.selected < self.offset {
-            self.offset = self.selected;
-        } else if self.selected >= self.offset + height {
-            self.offset = self.selected + 1 - height;
-        }
-        self.offset = self.offset.min(self.rows.len().saturating_sub(height));
-    }
-
-    fn select(&mut self, index: usize) {
-        self.selected = index.min(self.rows.len().saturating_sub(1));
-    }
-
-    fn move_by(&mut self, delta: isize) {
-        let target = (self.selected as isize + delta).max(0) as usize;
-        self.select(target);
-    }
-
-    pub fn selected_row(&self) -> Option<usize> {
-        self.rows.get(self.selected).copied()
-    }
+pub struct PipelineRun {
+    pub detail: schema::ci::PipelineDetail,
+    pub log: Vec<schema::ci::LogLine>,
 }
 
 /// Input mode: what the next key means.
@@ -453,6 +352,8 @@ impl Summary {
 
 /// The whole state of the TUI.
 pub struct App {
+    /// Reads a row's filterable fields (see [`FieldsOf`]).
+    fields_of: FieldsOf,
     /// The clock every relative time is computed from; set before each draw, fixed in tests.
     pub now_ms: u64,
     pub master: String,
@@ -483,8 +384,9 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(master: &str, now_ms: u64) -> App {
+    pub fn new(master: &str, now_ms: u64, fields_of: FieldsOf) -> App {
         App {
+            fields_of,
             now_ms,
             master: master.to_string(),
             ci: None,
@@ -737,7 +639,7 @@ impl App {
                 order.collect()
             } else {
                 order
-                    .filter(|&i| filter.matches(&views::fields(self, view, i)))
+                    .filter(|&i| filter.matches(&(self.fields_of)(self, view, i)))
                     .collect()
             };
             (rows, n)
@@ -1761,23 +1663,5 @@ mod tests {
         list.select(99);
         list.scroll_to_fit(10);
         assert_eq!(list.offset, 90);
-    }
-
-    #[test]
-    fn filter_terms() {
-        let f = Filter::parse("  Web  phase=Running tier!=db ");
-        assert_eq!(f.raw(), "Web  phase=Running tier!=db");
-        assert_eq!(
-            f.terms,
-            [
-                Term::Text("web".into()),
-                Term::Eq("phase".into(), "running".into()),
-                Term::Ne("tier".into(), "db".into())
-            ]
-        );
-        assert!(Filter::parse("   ").is_empty());
-        assert!(contains_lower("Web-0", "web"));
-        assert!(!contains_lower("db", "web"));
-        assert!(contains_lower("Ünïcode", "ünï"));
     }
 }

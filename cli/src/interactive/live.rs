@@ -16,7 +16,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::time::Instant;
 
 use super::app::{Action, Detail, Link, Target, Update};
-use crate::commands::now_ms;
+use support::now_ms;
 
 /// Fewest milliseconds between two status refreshes caused by events.
 pub const MIN_REFRESH_GAP: Duration = Duration::from_millis(150);

@@ -12,9 +12,11 @@
 //! The terminal is restored on every way out, panics included ([`terminal`]).
 
 pub mod app;
+pub mod ci_feed;
+pub mod list;
 pub mod live;
-pub mod pipelines;
 pub mod terminal;
+pub mod theme;
 pub mod ui;
 pub mod views;
 
@@ -34,9 +36,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 pub use app::{Action, App, Update, View};
-pub use ui::Theme;
+pub use theme::Theme;
 
-use crate::commands::{now_ms, operator_token, ConnArgs};
+use crate::conn::{operator_token, ConnArgs};
+use support::now_ms;
 
 #[derive(Args, Debug, Clone)]
 pub struct TuiArgs {
@@ -68,7 +71,7 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
     let session = live::Session::open(&conn.master, &token).await?;
 
     let ci = args.ci.client();
-    let mut app = App::new(&conn.master, now_ms());
+    let mut app = App::new(&conn.master, now_ms(), views::fields);
     app.ci = Some(ci.base().to_string());
     app.switch_to(args.view);
     let theme = Theme::from_env();
@@ -77,8 +80,8 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
     let (update_tx, mut updates) = mpsc::unbounded_channel();
     let feed = live::Feed::new(conn.master.clone(), token, command_rx, update_tx.clone());
     let mut feed = tokio::task::spawn_local(feed.run(session));
-    let (interest_tx, interest_rx) = tokio::sync::watch::channel(pipelines::Interest::default());
-    let ci_feed = tokio::task::spawn_local(pipelines::feed(ci, interest_rx, update_tx));
+    let (interest_tx, interest_rx) = tokio::sync::watch::channel(ci_feed::Interest::default());
+    let ci_task = tokio::task::spawn_local(ci_feed::feed(ci, interest_rx, update_tx));
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
@@ -146,7 +149,7 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
                 detail_sent = target;
             }
             interest_tx.send_if_modified(|old| {
-                let new = pipelines::Interest::of(&app);
+                let new = ci_feed::Interest::of(&app);
                 let changed = *old != new;
                 *old = new;
                 changed
@@ -156,6 +159,6 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
     }
     .await;
     feed.abort();
-    ci_feed.abort();
+    ci_task.abort();
     result
 }

@@ -178,7 +178,7 @@ fn disconnected_80x24() {
 
 #[test]
 fn waiting_for_the_first_status_80x24() {
-    let mut app = App::new("127.0.0.1:7000", testdata::NOW);
+    let mut app = App::new("127.0.0.1:7000", testdata::NOW, super::views::fields);
     insta::assert_snapshot!(render(&mut app, 80, 24));
 }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use schema::model::*;
 
 use super::app::{App, Link, Update};
-use super::pipelines::{LogLine, PhaseRecord, Pipeline, PipelineRun, StepRecord};
+use super::app::{Pipeline, PipelineRun};
+use schema::ci::{LogLine, PhaseRecord, StepRecord};
 
 /// 2027-01-15 08:00:00 UTC.
 pub const NOW: u64 = 1_800_000_000_000;
@@ -393,7 +394,7 @@ pub fn worker_detail(id: &str) -> WorkerStatus {
 }
 
 pub fn pipelines() -> Vec<Pipeline> {
-    use ci_service::store::{Rollout, Status, Trigger};
+    use schema::ci::{Rollout, Status, Trigger};
     let run = |id: u64, status: Status, rollout: Rollout, message: &str, took: u64| Pipeline {
         id,
         repository: "demo-cluster".into(),
@@ -431,7 +432,7 @@ pub fn pipelines() -> Vec<Pipeline> {
 }
 
 pub fn pipeline_run() -> PipelineRun {
-    use ci_service::store::StepStatus;
+    use schema::ci::StepStatus;
     let summary = pipelines().remove(1);
     let started = summary.started_ms.unwrap_or(NOW);
     let step = |index: u32, name: &str, secs: u64, summary: &str| StepRecord {
@@ -444,7 +445,7 @@ pub fn pipeline_run() -> PipelineRun {
         summary: summary.into(),
     };
     PipelineRun {
-        detail: ci_service::store::PipelineDetail {
+        detail: schema::ci::PipelineDetail {
             summary,
             intent_hash: Some("9b1c".repeat(16)),
             steps: vec![
@@ -474,7 +475,7 @@ pub fn pipeline_run() -> PipelineRun {
 
 /// An app that has received all of the above over a live connection.
 pub fn app() -> App {
-    let mut app = App::new("127.0.0.1:7000", NOW);
+    let mut app = App::new("127.0.0.1:7000", NOW, crate::interactive::views::fields);
     app.ci = Some("http://127.0.0.1:7080".into());
     app.apply(Update::Link(Link::Live {
         since_ms: NOW - 60_000,

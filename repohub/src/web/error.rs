@@ -78,6 +78,18 @@ impl AppError {
     }
 }
 
+/// What every handler returns.
+pub type Result<T, E = AppError> = std::result::Result<T, E>;
+
+impl From<crate::flakes::FlakeError> for AppError {
+    fn from(e: crate::flakes::FlakeError) -> Self {
+        match e {
+            crate::flakes::FlakeError::Db(e) => e.into(),
+            e => AppError::internal(&e),
+        }
+    }
+}
+
 impl From<DbError> for AppError {
     fn from(e: DbError) -> Self {
         match e {

@@ -21,8 +21,8 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::auth::Peer;
 use super::error::AppError;
-use crate::auth::Peer;
 use crate::db::{RepoKind, Role, User};
 use crate::AppState;
 
@@ -50,7 +50,7 @@ fn git_user(app: &AppState, headers: &HeaderMap, peer: Peer) -> Result<Option<Us
     } else {
         String::new()
     };
-    crate::auth::token_user(app, peer, &token)
+    super::auth::token_user(app, peer, &token)
 }
 
 fn challenge() -> Response {
@@ -107,7 +107,7 @@ pub async fn serve(
         }
     }
 
-    let repos_dir = ci_service::config::repos_dir(app.ci.state_dir());
+    let repos_dir = schema::ci::repos_dir(app.ci.state_dir());
     let mut cmd = tokio::process::Command::new("git");
     cmd.arg("http-backend")
         .env_clear()

@@ -4,12 +4,12 @@
 use axum::http::StatusCode;
 use maud::{html, Markup, DOCTYPE};
 
-use ci_service::store::{PipelineSummary, Status, StepStatus};
+use schema::ci::{PipelineSummary, Status, StepStatus};
 use schema::model::{Health, Phase, RolloutPhase, WorkerState};
 
 use super::format::{self, short};
+use super::forms::{NewProjectForm, NewRepositoryForm};
 use super::views::*;
-use super::{NewProjectForm, NewRepositoryForm};
 use crate::db::{RepoKind, Role};
 
 /// Who is looking, for the navigation bar and forms.
@@ -482,13 +482,13 @@ fn pipeline_meta(v: &PipelineView, now: u64) -> Markup {
         @if !s.message.is_empty() {
             div class={"notice " (if s.status == Status::Failed { "error" } else { "info" })} { (s.message) }
         }
-        @if s.rollout != ci_service::store::Rollout::None {
+        @if s.rollout != schema::ci::Rollout::None {
             p { "Rollout: " strong { (s.rollout.as_str()) } @if !s.rollout_message.is_empty() { " — " (s.rollout_message) } }
         }
     }
 }
 
-fn steps_table(d: &ci_service::store::PipelineDetail, now: u64) -> Markup {
+fn steps_table(d: &schema::ci::PipelineDetail, now: u64) -> Markup {
     html! {
         div.scroll { table.steps {
             thead { tr { th { "Step" } th { "Status" } th.num { "Took" } } }
@@ -519,7 +519,7 @@ fn steps_table(d: &ci_service::store::PipelineDetail, now: u64) -> Markup {
     }
 }
 
-fn steps_json(d: &ci_service::store::PipelineDetail) -> String {
+fn steps_json(d: &schema::ci::PipelineDetail) -> String {
     let names: Vec<(u32, &str)> = d.steps.iter().map(|s| (s.index, s.name.as_str())).collect();
     serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use ci_service::store::{PipelineDetail, PipelineSummary};
+use schema::ci::{PipelineDetail, PipelineSummary};
 use serde::Serialize;
 
 use crate::cluster::Snapshot;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};
 use axum::Router;
-use repohub::auth::PasswordCost;
 use repohub::cluster::{Target, TokenSource};
+use repohub::password::PasswordCost;
 use repohub::{App, AppState, Config, Settings};
 use test_support::{cargo_bin, ControlPlane};
 use tower::ServiceExt;
@@ -197,7 +197,7 @@ impl Hub {
             if !body.is_empty() {
                 body.push('&');
             }
-            body.push_str(&format!("{k}={}", repohub::web::urlencode(v)));
+            body.push_str(&format!("{k}={}", repohub::web::format::urlencode(v)));
         }
         self.post_raw(path, who, "application/x-www-form-urlencoded", body)
             .await
@@ -244,7 +244,7 @@ impl Hub {
     /// A user with a browser session and an API token (made directly in the database;
     /// the sign-in forms have their own tests).
     pub fn user(&self, name: &str, admin: bool) -> (As, As) {
-        let hash = repohub::auth::hash_password("password123", CHEAP).unwrap();
+        let hash = repohub::password::hash_password("password123", CHEAP).unwrap();
         let user = match self.app.db.user_by_name(name).unwrap() {
             Some(u) => u,
             None => self.app.db.create_user(name, &hash, admin, false).unwrap(),

@@ -5,23 +5,10 @@
 
 use schema::client::{AssignmentUpdate, MasterClient};
 use schema::model::{
-    Backend, ClusterSettings, Health, InstanceReport, Phase, VmSpec, WorkerInfo, WorkerMetrics,
+    Backend, ClusterSettings, Health, InstanceReport, VmSpec, WorkerInfo, WorkerMetrics,
 };
-use schema::worker_capnp::worker_callback;
 
 pub const CLOSURE_HASH: &str = "0c9hj2bl0ajiyqslkmbhizbgshrdw9jl";
-
-struct Nothing;
-
-impl worker_callback::Server for Nothing {
-    fn assignment_changed(
-        self: capnp::capability::Rc<Self>,
-        _: worker_callback::AssignmentChangedParams,
-        _: worker_callback::AssignmentChangedResults,
-    ) -> impl std::future::Future<Output = capnp::Result<()>> + 'static {
-        std::future::ready(Ok(()))
-    }
-}
 
 /// Registers `workers` workers, publishes generation `generation` with `vms` single-replica
 /// VMs, and reports every placed instance running (healthy unless its index is a multiple of
@@ -47,7 +34,7 @@ pub async fn populate(
             version: "sim".into(),
             ..Default::default()
         };
-        gw.register(&info, capnp_rpc::new_client(Nothing))
+        gw.register(&info, test_support::sim::ignoring())
             .await
             .unwrap();
     }
@@ -85,10 +72,6 @@ pub async fn populate(
             .map(|(instance, spec)| {
                 n += 1;
                 InstanceReport {
-                    instance_id: instance.clone(),
-                    vm_name: spec.name.clone(),
-                    closure: spec.closure.clone(),
-                    phase: Phase::Running,
                     health: if unhealthy_every > 0 && n.is_multiple_of(unhealthy_every) {
                         Health::Unhealthy
                     } else {
@@ -97,8 +80,7 @@ pub async fn populate(
                     uptime_ms: 60_000 + n as u64 * 1000,
                     cpu_percent: (n % 50) as f32,
                     memory_bytes: 48 << 20,
-                    generation: a.generation,
-                    ..Default::default()
+                    ..test_support::sim::running(instance, spec, a.generation)
                 }
             })
             .collect();

@@ -11,7 +11,7 @@ use schema::model::*;
 
 use super::{bar, bytes, clock, mib, vms};
 use crate::interactive::app::{App, DetailData, Target};
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 use crate::table::{ago, duration, short_path};
 
 const LABEL: usize = 13;
@@ -179,16 +179,7 @@ fn worker_lines<'a>(app: &'a App, w: &'a WorkerStatus, full: bool, theme: &Theme
         ),
         theme,
     ));
-    out.push(field(
-        "Backends",
-        w.info
-            .backends
-            .iter()
-            .map(|b| b.as_str())
-            .collect::<Vec<_>>()
-            .join(", "),
-        theme,
-    ));
+    out.push(field("Backends", w.info.backend_names(", "), theme));
     out.push(field("Labels", labels(&w.info.labels), theme));
     let cpu = w.free_cpu.max(0) as f64 / (w.info.cpu.max(1)) as f64;
     out.push(spans(

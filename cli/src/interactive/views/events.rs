@@ -8,7 +8,7 @@ use schema::model::{Event, EventKind};
 
 use super::{clock, Column, RowFields};
 use crate::interactive::app::App;
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 
 /// The message says most; on a narrow screen the columns it repeats go first.
 pub const COLUMNS: &[Column] = &[

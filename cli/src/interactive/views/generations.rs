@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 
 use super::{clock, Column, RowFields};
 use crate::interactive::app::App;
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 use crate::table::ago;
 
 pub const COLUMNS: &[Column] = &[

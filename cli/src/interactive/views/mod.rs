@@ -10,9 +10,6 @@ pub mod pipelines;
 pub mod vms;
 pub mod workers;
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
-
 use ratatui::layout::{Constraint, Rect};
 use ratatui::style::Style;
 use ratatui::text::{Line, Span};
@@ -20,30 +17,9 @@ use ratatui::widgets::{Block, Cell, Paragraph, Row, Table, TableState};
 use ratatui::Frame;
 
 use super::app::{App, View};
-use super::ui::Theme;
+use super::theme::Theme;
 
-/// What a filter sees of a row: named columns (matched by `name=value` and by plain words)
-/// and labels (matched by `key=value` when no column has that name).
-pub struct RowFields<'a> {
-    pub fields: Vec<(&'static str, Cow<'a, str>)>,
-    pub labels: Option<&'a BTreeMap<String, String>>,
-}
-
-impl RowFields<'_> {
-    /// `Some(true)` when a column (or, if no column has that name, a label) named `key` has
-    /// `value` (both compared without case); `None` when the row has nothing named `key`.
-    pub fn equals(&self, key: &str, value: &str) -> Option<bool> {
-        let mut named = self.fields.iter().filter(|(k, _)| *k == key).peekable();
-        if named.peek().is_some() {
-            return Some(named.any(|(_, v)| v.eq_ignore_ascii_case(value)));
-        }
-        let labels = self.labels?;
-        labels
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v.eq_ignore_ascii_case(value))
-    }
-}
+pub use super::app::RowFields;
 
 /// The filterable fields of one row of a view.
 pub fn fields<'a>(app: &'a App, view: View, row: usize) -> RowFields<'a> {

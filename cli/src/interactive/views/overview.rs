@@ -9,7 +9,7 @@ use schema::model::WorkerState;
 
 use super::{bar, events, fit, mib, SPACING};
 use crate::interactive::app::App;
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 use crate::table::ago;
 
 const LABEL: usize = 12;

@@ -8,8 +8,8 @@ use ratatui::text::{Line, Span};
 
 use super::{clock, Column, RowFields};
 use crate::interactive::app::App;
-use crate::interactive::pipelines::{Pipeline, PipelineRun};
-use crate::interactive::ui::Theme;
+use crate::interactive::app::{Pipeline, PipelineRun};
+use crate::interactive::theme::Theme;
 use crate::table::{ago, duration};
 
 pub const COLUMNS: &[Column] = &[

@@ -10,7 +10,7 @@ use schema::model::{Health, InstanceStatus, Phase};
 use super::workers::compact_mib;
 use super::{Column, RowFields};
 use crate::interactive::app::App;
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 use crate::table::{duration, short_path};
 
 pub const COLUMNS: &[Column] = &[

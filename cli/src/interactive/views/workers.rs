@@ -8,7 +8,7 @@ use schema::model::{WorkerState, WorkerStatus};
 
 use super::{bar, Column, RowFields};
 use crate::interactive::app::App;
-use crate::interactive::ui::Theme;
+use crate::interactive::theme::Theme;
 use crate::table::ago;
 
 pub const COLUMNS: &[Column] = &[
@@ -110,13 +110,7 @@ pub fn row<'a>(app: &'a App, row: usize, theme: &Theme) -> (Vec<Line<'a>>, Style
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(",");
-    let backends = w
-        .info
-        .backends
-        .iter()
-        .map(|b| b.as_str())
-        .collect::<Vec<_>>()
-        .join(",");
+    let backends = w.info.backend_names(",");
     let health_style = match health(w) {
         "healthy" => theme.good(),
         "unhealthy" => theme.bad(),

@@ -16,16 +16,17 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
+use super::error::AppError;
 use crate::db::User;
-use crate::web::error::AppError;
 use crate::AppState;
+
+/// Largest request body accepted; forms and JSON here are small.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub const SESSION_COOKIE: &str = "pcr_session";
 /// Double-submit cookie for the forms shown before sign-in.
@@ -35,49 +36,7 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// How long a session lasts.
 pub const SESSION_LIFETIME_MS: u64 = 14 * 24 * 3600 * 1000;
 
-/// Argon2id cost. The default is OWASP's recommendation (19 MiB, 2 passes, 1 lane); tests use
-/// a cheaper one because debug builds of argon2 are slow. The cost is recorded in each hash,
-/// so changing it later still verifies old passwords.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PasswordCost {
-    pub memory_kib: u32,
-    pub passes: u32,
-}
-
-impl Default for PasswordCost {
-    fn default() -> Self {
-        PasswordCost {
-            memory_kib: 19 * 1024,
-            passes: 2,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot hash the password: {0}")]
-pub struct HashError(String);
-
-pub fn hash_password(password: &str, cost: PasswordCost) -> Result<String, HashError> {
-    use rand::RngCore;
-    let mut salt = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| HashError(e.to_string()))?;
-    let params =
-        Params::new(cost.memory_kib, cost.passes, 1, None).map_err(|e| HashError(e.to_string()))?;
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError(e.to_string()))
-}
-
-pub fn verify_password(password: &str, hash: &str) -> bool {
-    match PasswordHash::new(hash) {
-        Ok(parsed) => Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
-        Err(_) => false,
-    }
-}
+pub use crate::password::{hash_password, verify_password, HashError, PasswordCost};
 
 /// Compares secrets in time that does not depend on where they differ.
 pub fn same_secret(a: &str, b: &str) -> bool {
@@ -249,7 +208,7 @@ impl FromRequestParts<AppState> for Viewer {
             .unwrap_or("/");
         Err(AppError::redirect(&format!(
             "/login?next={}",
-            crate::web::urlencode(next)
+            super::format::urlencode(next)
         )))
     }
 }
@@ -260,7 +219,7 @@ pub fn body_rejection(status: StatusCode, text: String) -> AppError {
             status,
             format!(
                 "the request is larger than the {} KiB repohub accepts",
-                crate::web::MAX_BODY_BYTES / 1024
+                MAX_BODY_BYTES / 1024
             ),
         )
     } else {

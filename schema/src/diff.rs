@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use schema::model::{Blueprint, VmSpec};
+use crate::model::{Blueprint, VmSpec};
 use serde::Serialize;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,32 +147,6 @@ pub fn diff(active: Option<&Blueprint>, new: &Blueprint) -> Plan {
         cluster_changed,
         identical,
     }
-}
-
-/// Store paths of `paths` the binary cache at `cache_url` does not have (a `HEAD` of each
-/// narinfo, as nix asks).
-pub async fn missing_from_cache(
-    cache_url: &str,
-    paths: &[String],
-) -> Result<Vec<String>, reqwest::Error> {
-    let http = reqwest::Client::new();
-    let base = cache_url.trim_end_matches('/');
-    let mut missing = Vec::new();
-    for path in paths {
-        let Some(hash) = path.strip_prefix("/nix/store/").and_then(|b| b.get(..32)) else {
-            missing.push(path.clone());
-            continue;
-        };
-        let status = http
-            .head(format!("{base}/{hash}.narinfo"))
-            .send()
-            .await?
-            .status();
-        if !status.is_success() {
-            missing.push(path.clone());
-        }
-    }
-    Ok(missing)
 }
 
 #[cfg(test)]

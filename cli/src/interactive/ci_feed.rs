@@ -1,4 +1,4 @@
-//! The CI service's pipelines, read through pcr-ci's own client of its JSON API.
+//! The feed of CI pipelines into the TUI, read through pcr-ci's client of its JSON API.
 //!
 //! The list is polled every [`LIST_POLL`] while it is on screen (pipelines start on pushes the
 //! control plane knows nothing of), and not at all otherwise. An open pipeline follows its
@@ -7,13 +7,13 @@
 
 use std::time::Duration;
 
-use ci_service::client::CiClient;
+use schema::ci::client::CiClient;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::watch;
 
-pub use ci_service::store::{LogLine, PhaseRecord, PipelineSummary as Pipeline, StepRecord};
+pub use schema::ci::{LogLine, PhaseRecord, StepRecord};
 
-use super::app::{App, Detail, Screen, Target, Update, View};
+use super::app::{App, Detail, PipelineRun, Screen, Target, Update, View};
 
 /// How often the list is fetched while on screen.
 pub const LIST_POLL: Duration = Duration::from_secs(2);
@@ -25,13 +25,6 @@ const LOG_WAIT: Duration = Duration::from_secs(20);
 pub const LOG_KEEP: usize = 2_000;
 /// Lines usually arrive in bursts: gather them for this long before drawing again.
 const LOG_GATHER: Duration = Duration::from_millis(200);
-
-/// A run with its steps and the tail of its log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PipelineRun {
-    pub detail: ci_service::store::PipelineDetail,
-    pub log: Vec<LogLine>,
-}
 
 /// What the screen shows of CI right now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,4 +1,4 @@
-//! The control plane's SQLite file: generations, workers, placements, events.
+//! The SQLite implementation of [`Store`]: generations, workers, placements, events in one file.
 //!
 //! WAL mode with `synchronous = NORMAL`: a committed transaction is in the WAL before the call
 //! returns, so `kill -9` of the process loses nothing acknowledged (a power cut may lose the
@@ -8,30 +8,13 @@
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
-use schema::model::{
-    ClusterSettings, Event, EventKind, InstanceReport, VmSpec, WorkerInfo, WorkerMetrics,
-    WorkerState,
+use schema::model::{Event, EventKind, WorkerState};
+use support::sqlite::{self, MigrateError, Synchronous};
+
+use super::{
+    Batch, Result, Snapshot, Store, StoreError, StoredGeneration, StoredPlacement, StoredWorker,
+    EVENTS_KEPT,
 };
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot open the database {path}")]
-    Open {
-        path: String,
-        #[source]
-        source: rusqlite::Error,
-    },
-    #[error(
-        "database is from a newer Procurator (schema version {found}, this build knows {known})"
-    )]
-    TooNew { found: i64, known: i64 },
-    #[error("database error")]
-    Sql(#[from] rusqlite::Error),
-    #[error("stored JSON is unreadable")]
-    Json(#[from] serde_json::Error),
-}
-
-pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Each entry is applied once, in order; the index+1 is the schema version.
 const MIGRATIONS: &[&str] = &[
@@ -83,81 +66,8 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE placements ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;",
 ];
 
-/// Events kept in the database; older ones are pruned as new ones arrive.
-pub const EVENTS_KEPT: u64 = 50_000;
-
-pub struct Store {
+pub struct SqliteStore {
     conn: Connection,
-}
-
-/// A generation row.
-#[derive(Debug, Clone)]
-pub struct StoredGeneration {
-    pub generation: u64,
-    pub commit: String,
-    pub intent_hash: String,
-    pub content_hash: String,
-    pub published_at_ms: u64,
-    pub settings: ClusterSettings,
-    pub specs: Vec<VmSpec>,
-    pub status: String,
-    pub reason: String,
-    /// VMs whose canary rollout was promoted.
-    pub promoted: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct StoredWorker {
-    pub info: WorkerInfo,
-    pub state: WorkerState,
-    pub registered_at_ms: u64,
-    pub last_heartbeat_ms: u64,
-    pub observed_generation: u64,
-    pub reports: Vec<InstanceReport>,
-    pub metrics: WorkerMetrics,
-    pub revision: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredPlacement {
-    pub instance_id: String,
-    pub vm_name: String,
-    pub worker_id: Option<String>,
-    pub reason: String,
-    /// The generation whose spec the instance runs.
-    pub generation: u64,
-    /// When it was given that generation (unix ms): the start of its healthy deadline.
-    pub since_ms: u64,
-    /// Restarts an operator asked for; delivered as PROCURATOR_RESTART in its assignment.
-    pub restarts: u64,
-}
-
-/// Everything one request changes, written in one transaction.
-#[derive(Default)]
-pub struct Batch {
-    pub generation: Option<StoredGeneration>,
-    /// (generation, new status, reason)
-    pub generation_status: Vec<(u64, String, String)>,
-    /// (generation, promoted VMs)
-    pub generation_promoted: Vec<(u64, Vec<String>)>,
-    pub workers: Vec<StoredWorker>,
-    pub placements_upsert: Vec<StoredPlacement>,
-    pub placements_delete: Vec<String>,
-    pub meta: Vec<(&'static str, String)>,
-    pub events: Vec<Event>,
-}
-
-impl Batch {
-    pub fn is_empty(&self) -> bool {
-        self.generation.is_none()
-            && self.generation_status.is_empty()
-            && self.generation_promoted.is_empty()
-            && self.workers.is_empty()
-            && self.placements_upsert.is_empty()
-            && self.placements_delete.is_empty()
-            && self.meta.is_empty()
-            && self.events.is_empty()
-    }
 }
 
 fn state_str(s: WorkerState) -> &'static str {
@@ -173,53 +83,142 @@ fn parse_state(s: &str) -> WorkerState {
     }
 }
 
-impl Store {
-    pub fn open(path: &Path, full_sync: bool) -> Result<Store> {
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+impl SqliteStore {
+    pub fn open(path: &Path, full_sync: bool) -> Result<SqliteStore> {
+        let open_err = |source| StoreError::Open {
             path: path.display().to_string(),
             source,
+        };
+        let sync = if full_sync {
+            Synchronous::Full
+        } else {
+            Synchronous::Normal
+        };
+        let mut conn = sqlite::open(path, sync).map_err(open_err)?;
+        sqlite::migrate(&mut conn, MIGRATIONS).map_err(|e| match e {
+            MigrateError::TooNew { found, known } => StoreError::TooNew { found, known },
+            MigrateError::Sql(e) => StoreError::Sql(e),
         })?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(
-            None,
-            "synchronous",
-            if full_sync { "FULL" } else { "NORMAL" },
-        )?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        let mut store = Store { conn };
-        store.migrate()?;
-        Ok(store)
+        Ok(SqliteStore { conn })
     }
 
-    fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew {
-                found: version,
-                known,
-            });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            let tx = self.conn.transaction()?;
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
-        }
-        Ok(())
-    }
-
-    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+    fn meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .conn
             .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
             .optional()?)
     }
 
-    pub fn apply(&mut self, batch: &Batch) -> Result<()> {
+    fn workers(&self) -> Result<Vec<StoredWorker>> {
+        let mut st = self.conn.prepare(
+            "SELECT info, state, registered_at_ms, last_heartbeat_ms, observed_generation,
+                    reports, metrics, revision FROM workers ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, i64>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (info, state, reg, hb, generation, reports, metrics, revision) = row?;
+            out.push(StoredWorker {
+                info: serde_json::from_str(&info)?,
+                state: parse_state(&state),
+                registered_at_ms: reg as u64,
+                last_heartbeat_ms: hb as u64,
+                observed_generation: generation as u64,
+                reports: serde_json::from_str(&reports)?,
+                metrics: serde_json::from_str(&metrics)?,
+                revision: revision as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    fn placements(&self) -> Result<Vec<StoredPlacement>> {
+        let mut st = self.conn.prepare(
+            "SELECT instance_id, vm_name, worker_id, reason, generation, since_ms, restarts FROM placements",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(StoredPlacement {
+                instance_id: r.get(0)?,
+                vm_name: r.get(1)?,
+                worker_id: r.get(2)?,
+                reason: r.get(3)?,
+                generation: r.get::<_, i64>(4)? as u64,
+                since_ms: r.get::<_, i64>(5)? as u64,
+                restarts: r.get::<_, i64>(6)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Generations that must not be rolled out again by themselves.
+    fn bad_generations(&self) -> Result<Vec<u64>> {
+        let mut st = self.conn.prepare(
+            "SELECT generation FROM generations WHERE status IN ('failed', 'rolled-back')",
+        )?;
+        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
+        Ok(rows
+            .map(|r| r.map(|g| g as u64))
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn last_event_seq(&self) -> Result<u64> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+        Ok(seq.unwrap_or(0) as u64)
+    }
+}
+
+impl Store for SqliteStore {
+    fn load(&self) -> Result<Snapshot> {
+        let latest_generation = self
+            .generations(1)?
+            .first()
+            .map(|g| g.generation)
+            .unwrap_or(0);
+        let active = match self.meta("active_generation")? {
+            Some(g) => self.generation(g.parse().unwrap_or(0))?,
+            None => None,
+        };
+        let number =
+            |key: &str| -> Result<Option<u64>> { Ok(self.meta(key)?.and_then(|v| v.parse().ok())) };
+        let placements = self.placements()?;
+        let mut referenced = Vec::new();
+        let mut seen: std::collections::HashSet<u64> =
+            active.iter().map(|g| g.generation).collect();
+        for p in &placements {
+            if seen.insert(p.generation) {
+                if let Some(g) = self.generation(p.generation)? {
+                    referenced.push(g);
+                }
+            }
+        }
+        Ok(Snapshot {
+            latest_generation,
+            active,
+            last_good: number("last_good_generation")?.unwrap_or(0),
+            activated_at_ms: number("activated_at_ms")?,
+            revision: number("revision")?.unwrap_or(0),
+            workers: self.workers()?,
+            placements,
+            referenced,
+            bad: self.bad_generations()?,
+            last_seq: self.last_event_seq()?,
+        })
+    }
+
+    fn apply(&mut self, batch: &Batch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -342,7 +341,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn generations(&self, limit: u32) -> Result<Vec<StoredGeneration>> {
+    fn generations(&self, limit: u32) -> Result<Vec<StoredGeneration>> {
         let mut st = self.conn.prepare(
             "SELECT generation, commit_id, intent_hash, content_hash, published_at_ms, settings,
                     specs, status, reason, promoted
@@ -356,7 +355,7 @@ impl Store {
         Ok(out)
     }
 
-    pub fn generation(&self, generation: u64) -> Result<Option<StoredGeneration>> {
+    fn generation(&self, generation: u64) -> Result<Option<StoredGeneration>> {
         let mut st = self.conn.prepare(
             "SELECT generation, commit_id, intent_hash, content_hash, published_at_ms, settings,
                     specs, status, reason, promoted
@@ -371,59 +370,7 @@ impl Store {
         }
     }
 
-    pub fn workers(&self) -> Result<Vec<StoredWorker>> {
-        let mut st = self.conn.prepare(
-            "SELECT info, state, registered_at_ms, last_heartbeat_ms, observed_generation,
-                    reports, metrics, revision FROM workers ORDER BY id",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, i64>(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (info, state, reg, hb, generation, reports, metrics, revision) = row?;
-            out.push(StoredWorker {
-                info: serde_json::from_str(&info)?,
-                state: parse_state(&state),
-                registered_at_ms: reg as u64,
-                last_heartbeat_ms: hb as u64,
-                observed_generation: generation as u64,
-                reports: serde_json::from_str(&reports)?,
-                metrics: serde_json::from_str(&metrics)?,
-                revision: revision as u64,
-            });
-        }
-        Ok(out)
-    }
-
-    pub fn placements(&self) -> Result<Vec<StoredPlacement>> {
-        let mut st = self.conn.prepare(
-            "SELECT instance_id, vm_name, worker_id, reason, generation, since_ms, restarts FROM placements",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(StoredPlacement {
-                instance_id: r.get(0)?,
-                vm_name: r.get(1)?,
-                worker_id: r.get(2)?,
-                reason: r.get(3)?,
-                generation: r.get::<_, i64>(4)? as u64,
-                since_ms: r.get::<_, i64>(5)? as u64,
-                restarts: r.get::<_, i64>(6)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    pub fn events(&self, since_seq: u64, limit: u32) -> Result<Vec<Event>> {
+    fn events(&self, since_seq: u64, limit: u32) -> Result<Vec<Event>> {
         let mut st = self.conn.prepare_cached(
             "SELECT seq, ts_ms, kind, generation, worker_id, instance_id, message
              FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -440,24 +387,6 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
-    }
-
-    /// Generations that must not be rolled out again by themselves.
-    pub fn bad_generations(&self) -> Result<Vec<u64>> {
-        let mut st = self.conn.prepare(
-            "SELECT generation FROM generations WHERE status IN ('failed', 'rolled-back')",
-        )?;
-        let rows = st.query_map([], |r| r.get::<_, i64>(0))?;
-        Ok(rows
-            .map(|r| r.map(|g| g as u64))
-            .collect::<rusqlite::Result<_>>()?)
-    }
-
-    pub fn last_event_seq(&self) -> Result<u64> {
-        let seq: Option<i64> = self
-            .conn
-            .query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-        Ok(seq.unwrap_or(0) as u64)
     }
 }
 

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
-use crate::server::{LogPage, NewRepository, PushReport, Queued};
-use crate::store::{PipelineDetail, PipelineSummary, Repository};
+use super::{
+    LogPage, NewRepository, PipelineDetail, PipelineSummary, PushReport, Queued, Repository,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -33,7 +34,7 @@ pub struct CiClient {
 
 /// The URL of the pcr-ci whose state directory is `state_dir`, if it wrote one.
 pub fn url_from_state_dir(state_dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(crate::config::url_file(state_dir)).ok()?;
+    let text = std::fs::read_to_string(super::url_file(state_dir)).ok()?;
     let url = text.trim();
     (!url.is_empty()).then(|| url.to_string())
 }
