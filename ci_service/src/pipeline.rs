@@ -498,14 +498,14 @@ impl Runner {
     }
 
     /// The control plane, connected on first use and again after a failure.
-    async fn master(&mut self) -> Result<MasterClient, String> {
+    async fn master(&mut self) -> Result<MasterClient, PublishError> {
         if let Some(m) = &self.master {
             return Ok(m.clone());
         }
         let config = &self.shared.config;
         let (client, _conn) = schema::net::connect_master(&config.master, &config.operator_token)
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(PublishError::Connect)?;
         let client = MasterClient::new(client);
         self.master = Some(client.clone());
         Ok(client)
@@ -577,7 +577,7 @@ impl Runner {
                 ));
             };
             if let Err(e) = self.pin(&pin_step, generation, ev).await {
-                return Err(fail(&pin_step, None, e));
+                return Err(fail(&pin_step, None, e.to_string()));
             }
             let step = Step {
                 store: Arc::clone(&store),
@@ -665,7 +665,7 @@ impl Runner {
 
     /// Pins the closures in the cache as `generation-N`, so the cache's GC keeps what the
     /// generation needs for as long as it may be rolled back to.
-    async fn pin(&self, step: &Step, generation: u64, ev: &Evaluated) -> Result<(), String> {
+    async fn pin(&self, step: &Step, generation: u64, ev: &Evaluated) -> Result<(), PublishError> {
         let Some(cache) = &self.shared.config.cache else {
             step.finish(StepStatus::Skipped, None, "no cache configured");
             return Ok(());
@@ -686,20 +686,18 @@ impl Runner {
             .json(&paths)
             .send()
             .await
-            .map_err(|e| {
-                format!(
-                    "cannot reach the cache at {}: {}",
-                    cache.url,
-                    error_chain(&e)
-                )
+            .map_err(|source| PublishError::CacheUnreachable {
+                url: cache.url.clone(),
+                source,
             })?;
         if !response.status().is_success() {
             let status = response.status();
             let body = response.text().await.unwrap_or_default();
-            return Err(format!(
-                "the cache refused pin {name} ({status}): {}",
-                body.trim()
-            ));
+            return Err(PublishError::PinRefused {
+                name,
+                status,
+                body: body.trim().to_string(),
+            });
         }
         let msg = format!(
             "pinned {} closure{} as {name}",
@@ -747,15 +745,15 @@ struct ClusterState {
     active_intent: String,
 }
 
-async fn current_state(master: &MasterClient) -> Result<ClusterState, String> {
+async fn current_state(master: &MasterClient) -> Result<ClusterState, PublishError> {
     let latest = master
         .generations(1)
         .await
-        .map_err(|e| error_chain(&e))?
+        .map_err(PublishError::Call)?
         .first()
         .map(|g| g.generation)
         .unwrap_or(0);
-    let status = master.cluster_status().await.map_err(|e| error_chain(&e))?;
+    let status = master.cluster_status().await.map_err(PublishError::Call)?;
     Ok(ClusterState {
         latest: latest.max(status.active_generation),
         active: status.active_generation,
@@ -763,7 +761,23 @@ async fn current_state(master: &MasterClient) -> Result<ClusterState, String> {
     })
 }
 
-/// Records the failure on the step and makes it the run's message.
+/// Why publishing could not talk to the control plane or the cache; shown as one sentence.
+#[derive(Debug, thiserror::Error)]
+enum PublishError {
+    #[error("{}", error_chain(.0))]
+    Connect(schema::net::NetError),
+    #[error("{}", error_chain(.0))]
+    Call(ClientError),
+    #[error("cannot reach the cache at {url}: {}", error_chain(.source))]
+    CacheUnreachable { url: String, source: reqwest::Error },
+    #[error("the cache refused pin {name} ({status}): {body}")]
+    PinRefused {
+        name: String,
+        status: reqwest::StatusCode,
+        body: String,
+    },
+}
+
 /// Runs a nix command given `--log-format internal-json`: every readable line goes to the
 /// step's log as it arrives. Answers the finished process and the reader (which counted builds
 /// and copies), or the step's failure naming `what` and nix's first error line.
@@ -797,6 +811,7 @@ async fn run_logged_nix(
     Ok((done, reader))
 }
 
+/// Records the failure on the step and makes it the run's message.
 fn fail(step: &Step, exit_code: Option<i32>, message: String) -> Failed {
     step.log(&message);
     step.finish(StepStatus::Failed, exit_code, &message);
