@@ -352,12 +352,6 @@ async fn a_cache_that_lost_a_path_gets_it_pushed_again() {
         .await;
 }
 
-fn webhook_body(after: &str) -> String {
-    format!(
-        r#"{{"ref":"refs/heads/main","before":"0000000000000000000000000000000000000000","after":"{after}","repository":{{"name":"cluster","full_name":"ops/cluster","clone_url":"http://git.invalid/ops/cluster.git"}}}}"#
-    )
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn webhook_with_a_bad_signature_is_refused_and_runs_nothing() {
     let local = tokio::task::LocalSet::new();
@@ -366,14 +360,7 @@ async fn webhook_with_a_bad_signature_is_refused_and_runs_nothing() {
             let dir = tempfile::tempdir().expect("tempdir");
             let cp = ControlPlane::start();
             let ci = Ci::start(dir.path(), &cp, None);
-            // An upstream repository pcr-ci mirrors, as it would mirror a Gitea repository.
-            let upstream = dir.path().join("upstream.git");
-            let out = std::process::Command::new("git")
-                .args(["init", "-q", "--bare", "-b", "main"])
-                .arg(&upstream)
-                .output()
-                .expect("git init");
-            assert!(out.status.success());
+            let upstream = bare_upstream(dir.path());
             ci.create_repo("cluster", Some(upstream.to_str().expect("utf8")));
             let src = Source::new();
             src.write_cluster(&[Service::new("web", free_port())]);

@@ -11,12 +11,6 @@ use test_support::{eventually, ControlPlane};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-fn delivery(after: &str) -> String {
-    format!(
-        r#"{{"ref":"refs/heads/main","before":"0000000000000000000000000000000000000000","after":"{after}","repository":{{"name":"cluster","full_name":"ops/cluster","clone_url":"http://git.invalid/ops/cluster.git"}}}}"#
-    )
-}
-
 #[tokio::test(flavor = "current_thread")]
 async fn a_replayed_webhook_for_an_older_commit_does_not_roll_the_cluster_back() {
     let local = tokio::task::LocalSet::new();
@@ -25,13 +19,7 @@ async fn a_replayed_webhook_for_an_older_commit_does_not_roll_the_cluster_back()
             let dir = tempfile::tempdir().expect("tempdir");
             let cp = ControlPlane::start();
             let ci = Ci::start(dir.path(), &cp, None);
-            let upstream = dir.path().join("upstream.git");
-            let out = std::process::Command::new("git")
-                .args(["init", "-q", "--bare", "-b", "main"])
-                .arg(&upstream)
-                .output()
-                .expect("git init");
-            assert!(out.status.success());
+            let upstream = bare_upstream(dir.path());
             ci.create_repo("cluster", Some(upstream.to_str().expect("utf8")));
             let http = reqwest::Client::new();
             let url = format!("{}/webhook/cluster", ci.url);
@@ -57,7 +45,7 @@ async fn a_replayed_webhook_for_an_older_commit_does_not_roll_the_cluster_back()
             src.write_cluster(&[web.clone()]);
             let old = src.commit("v1");
             src.push(&upstream);
-            send(delivery(&old)).await;
+            send(webhook_body(&old)).await;
             let first = ci.pipeline_of(&old).await;
             let detail = ci.finished(first, TIMEOUT).await;
             assert_succeeded(&detail, &ci.log(first).await);
@@ -67,14 +55,14 @@ async fn a_replayed_webhook_for_an_older_commit_does_not_roll_the_cluster_back()
             src.write_cluster(&[web.clone()]);
             let new = src.commit("v2");
             src.push(&upstream);
-            send(delivery(&new)).await;
+            send(webhook_body(&new)).await;
             let second = ci.pipeline_of(&new).await;
             let detail = ci.finished(second, TIMEOUT).await;
             assert_succeeded(&detail, &ci.log(second).await);
             assert_eq!(detail.summary.generation, Some(2));
 
             // The old delivery, byte for byte, again.
-            send(delivery(&old)).await;
+            send(webhook_body(&old)).await;
             let replay = eventually(TIMEOUT, "the replayed delivery's pipeline", || async {
                 let runs = ci.client.pipelines(None, 10).await.ok()?;
                 runs.iter()

@@ -512,3 +512,23 @@ pub fn http_get(port: u16, path: &str) -> Option<String> {
     head.split_whitespace().nth(1).filter(|s| *s == "200")?;
     Some(body.to_string())
 }
+
+/// A push delivery for `after` on main, as Gitea and GitHub send it.
+pub fn webhook_body(after: &str) -> String {
+    format!(
+        r#"{{"ref":"refs/heads/main","before":"0000000000000000000000000000000000000000","after":"{after}","repository":{{"name":"cluster","full_name":"ops/cluster","clone_url":"http://git.invalid/ops/cluster.git"}}}}"#
+    )
+}
+
+/// An empty bare repository with `main` as its default branch: an upstream pcr-ci mirrors, as
+/// it would mirror a Gitea repository.
+pub fn bare_upstream(dir: &Path) -> PathBuf {
+    let upstream = dir.join("upstream.git");
+    let out = Command::new("git")
+        .args(["init", "-q", "--bare", "-b", "main"])
+        .arg(&upstream)
+        .output()
+        .expect("git init");
+    assert!(out.status.success());
+    upstream
+}
