@@ -258,7 +258,9 @@ pub async fn create_repository(
 
 /// The routes; see the module documentation.
 pub fn router(ci: Arc<Ci>) -> Router {
-    Router::new()
+    // Everything under /api/ acts on the cluster (a new repository is built and published with
+    // the operator token) or shows its logs: it takes the same credential as the control plane.
+    let api = Router::new()
         .route("/api/pipelines", get(list_pipelines))
         .route("/api/pipelines/{id}", get(get_pipeline))
         .route("/api/pipelines/{id}/logs", get(get_logs))
@@ -266,6 +268,12 @@ pub fn router(ci: Arc<Ci>) -> Router {
             "/api/repositories",
             get(list_repositories).post(post_repository),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&ci),
+            require_operator,
+        ));
+    Router::new()
+        .merge(api)
         .route("/hooks/post-receive", post(post_receive))
         .route("/webhook/{repository}", post(post_webhook))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -408,6 +416,26 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")
+}
+
+/// Refuses an API request that does not carry the cluster's operator token.
+async fn require_operator(
+    State(ci): State<Arc<Ci>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let token = &ci.config.operator_token;
+    if !token.is_empty() && bearer(request.headers()).is_some_and(|t| same_secret(t, token)) {
+        return next.run(request).await;
+    }
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        "pcr-ci's API needs the cluster's operator token: send `Authorization: Bearer <token>` \
+         with the control plane's operator.token (pcr reads it from $PROCURATOR_HOME, repohub \
+         from --operator-token-file)"
+            .into(),
+    )
+    .into_response()
 }
 
 /// Equal-time comparison of secrets, so response timing says nothing about the token.

@@ -34,6 +34,7 @@ async fn a_stored_remote_cannot_run_commands_on_the_ci_host() {
     for (i, remote) in hostile_remotes(&marker).into_iter().enumerate() {
         let answer = http
             .post(format!("{}/api/repositories", ci.url))
+            .bearer_auth(&cp.operator_token)
             .json(&serde_json::json!({ "name": format!("evil-{i}"), "remote": remote }))
             .send()
             .await
@@ -48,6 +49,7 @@ async fn a_stored_remote_cannot_run_commands_on_the_ci_host() {
     }
     let answer = http
         .post(format!("{}/api/repositories", ci.url))
+        .bearer_auth(&cp.operator_token)
         .json(&serde_json::json!({ "name": "evil-branch", "branch": "--upload-pack=x" }))
         .send()
         .await
@@ -58,6 +60,7 @@ async fn a_stored_remote_cannot_run_commands_on_the_ci_host() {
     let upstream = dir.path().join("upstream.git");
     let answer = http
         .post(format!("{}/api/repositories", ci.url))
+        .bearer_auth(&cp.operator_token)
         .json(&serde_json::json!({ "name": "fine", "remote": upstream.display().to_string() }))
         .send()
         .await
@@ -99,4 +102,61 @@ async fn fetch_and_ls_remote_never_hand_git_a_hostile_remote() {
         Err(ci_service::repos::GitError::Failed { .. })
     ));
     assert!(!marker.exists(), "a hostile remote ran a command");
+}
+
+/// Anyone who reached pcr-ci's port once deployed to the cluster: `POST /api/repositories`
+/// needed no credentials, and the poller then built and published the new repository with the
+/// operator token. Every `/api/` route now takes the cluster's operator token.
+#[tokio::test(flavor = "current_thread")]
+async fn pcr_cis_api_refuses_anyone_without_the_operator_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cp = ControlPlane::start();
+    let ci = Ci::start(dir.path(), &cp, None);
+    let http = reqwest::Client::new();
+    let upstream = bare_upstream(dir.path());
+    let create =
+        serde_json::json!({ "name": "intruder", "remote": upstream.display().to_string() });
+    for token in [None, Some("wrong"), Some("")] {
+        let requests = [
+            http.post(format!("{}/api/repositories", ci.url))
+                .json(&create),
+            http.get(format!("{}/api/repositories", ci.url)),
+            http.get(format!("{}/api/pipelines", ci.url)),
+            http.get(format!("{}/api/pipelines/1", ci.url)),
+            http.get(format!("{}/api/pipelines/1/logs", ci.url)),
+        ];
+        for request in requests {
+            let request = match token {
+                Some(t) => request.bearer_auth(t),
+                None => request,
+            };
+            let answer = request.send().await.expect("request");
+            let status = answer.status();
+            let body = answer.text().await.expect("body");
+            assert_eq!(status, 401, "token {token:?}: {body}");
+            assert!(
+                body.contains("needs the cluster's operator token"),
+                "the refusal does not say what to send: {body}"
+            );
+        }
+    }
+    assert!(
+        !dir.path().join("ci/repos/intruder.git").exists(),
+        "a repository was created without credentials"
+    );
+    // With the token: the same request works, and the health check stays open.
+    let answer = http
+        .post(format!("{}/api/repositories", ci.url))
+        .bearer_auth(&cp.operator_token)
+        .json(&create)
+        .send()
+        .await
+        .expect("request");
+    assert!(answer.status().is_success());
+    let health = http
+        .get(format!("{}/healthz", ci.url))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
 }

@@ -188,7 +188,9 @@ pub enum GenerationsCommand {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     // pcr-ci and the local cluster: these open their own connections, if any.
     match &cli.command {
-        Command::Pipelines { ci, command } => return crate::pipelines::run(ci, command).await,
+        Command::Pipelines { ci, command } => {
+            return crate::pipelines::run(&cli.conn, ci, command).await
+        }
         Command::Up(args) => return crate::up::run(&cli.conn, args).await,
         Command::Plan(args) => return crate::plan::run(&cli.conn, args).await,
         // The TUI keeps its own connection, which it watches and re-opens when it drops.

@@ -18,12 +18,13 @@ pub struct CiArgs {
 }
 
 impl CiArgs {
-    pub fn client(&self) -> CiClient {
+    /// A client for pcr-ci, sending `token` (the cluster's operator token) as its API needs.
+    pub fn client(&self, token: &str) -> CiClient {
         let url = self.ci.clone().unwrap_or_else(|| {
             schema::ci::client::url_from_state_dir(&schema::ci::default_state_dir())
                 .unwrap_or_else(|| format!("http://{}", schema::ci::DEFAULT_LISTEN))
         });
-        CiClient::new(&url)
+        CiClient::new(&url).with_token(token)
     }
 }
 
@@ -53,8 +54,12 @@ pub enum PipelinesCommand {
     },
 }
 
-pub async fn run(ci: &CiArgs, command: &PipelinesCommand) -> anyhow::Result<()> {
-    let client = ci.client();
+pub async fn run(
+    conn: &crate::conn::ConnArgs,
+    ci: &CiArgs,
+    command: &PipelinesCommand,
+) -> anyhow::Result<()> {
+    let client = ci.client(&crate::conn::operator_token(conn)?);
     match command {
         PipelinesCommand::List {
             repository,

@@ -634,10 +634,12 @@ async fn up(
     say!("  {:<14} {ci_url}", "ci");
 
     // Workers.
+    let operator_token = std::fs::read_to_string(home.join("operator.token"))
+        .context("cannot read the operator token")?
+        .trim()
+        .to_string();
     let op = {
-        let token = std::fs::read_to_string(home.join("operator.token"))
-            .context("cannot read the operator token")?;
-        let (client, _conn) = schema::net::connect_master(&master, token.trim()).await?;
+        let (client, _conn) = schema::net::connect_master(&master, &operator_token).await?;
         MasterClient::new(client)
     };
     let mut worker_ids = Vec::new();
@@ -691,7 +693,7 @@ async fn up(
     };
 
     // The repository, and the push.
-    let client = CiClient::new(&ci_url);
+    let client = CiClient::new(&ci_url).with_token(&operator_token);
     client
         .create_repository(&schema::ci::NewRepository {
             name: args.repo.clone(),

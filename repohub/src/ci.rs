@@ -36,15 +36,22 @@ pub struct Ci {
     fixed_url: Option<String>,
     state_dir: PathBuf,
     http: Option<CiClient>,
+    /// The operator token pcr-ci's API takes, read on every call like the control plane's.
+    token: crate::cluster::TokenSource,
 }
 
 impl Ci {
-    pub fn new(fixed_url: Option<String>, state_dir: PathBuf) -> Ci {
+    pub fn new(
+        fixed_url: Option<String>,
+        state_dir: PathBuf,
+        token: crate::cluster::TokenSource,
+    ) -> Ci {
         let http = fixed_url.as_deref().map(CiClient::new);
         Ci {
             fixed_url,
             state_dir,
             http,
+            token,
         }
     }
 
@@ -58,15 +65,22 @@ impl Ci {
     }
 
     fn client(&self) -> Result<CiClient> {
-        if let Some(c) = &self.http {
-            return Ok(c.clone());
-        }
-        match schema::ci::client::url_from_state_dir(&self.state_dir) {
-            Some(url) => Ok(CiClient::new(&url)),
-            None => Err(CiError::NotConfigured(schema::ci::url_file(
-                &self.state_dir,
-            ))),
-        }
+        let client = match &self.http {
+            Some(c) => c.clone(),
+            None => match schema::ci::client::url_from_state_dir(&self.state_dir) {
+                Some(url) => CiClient::new(&url),
+                None => {
+                    return Err(CiError::NotConfigured(schema::ci::url_file(
+                        &self.state_dir,
+                    )))
+                }
+            },
+        };
+        // Without a token pcr-ci refuses with a sentence saying what it needs; pages show it.
+        Ok(match self.token.read() {
+            Ok(token) => client.with_token(token),
+            Err(_) => client,
+        })
     }
 
     /// The base URL in use, for messages.

@@ -44,7 +44,7 @@ pub enum TokenSource {
 }
 
 impl TokenSource {
-    fn read(&self) -> Result<String, BridgeError> {
+    pub(crate) fn read(&self) -> Result<String, BridgeError> {
         match self {
             TokenSource::Value(v) => Ok(v.clone()),
             TokenSource::File(path) => std::fs::read_to_string(path)

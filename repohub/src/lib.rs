@@ -87,11 +87,12 @@ impl App {
         let db = db::Db::open(&config.db)?;
         let dummy_hash =
             password::hash_password("not anybody's password", config.settings.password_cost)?;
+        let ci_token = config.cluster.token.clone();
         let cluster = cluster::ControlPlane::spawn(config.cluster).map_err(StartError::Thread)?;
         Ok(Arc::new(App {
             db,
             cluster,
-            ci: ci::Ci::new(config.ci_url, config.ci_state_dir),
+            ci: ci::Ci::new(config.ci_url, config.ci_state_dir, ci_token),
             settings: config.settings,
             analysis_lock: tokio::sync::Mutex::new(()),
             limits: throttle::Limits::default(),

@@ -45,7 +45,10 @@ async fn a_push_becomes_a_pipeline_with_a_live_log_and_an_analysed_flake() {
         "{}",
         r.body
     );
-    let repos: serde_json::Value = reqwest::get(format!("{}/api/repositories", ci.url))
+    let repos: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/repositories", ci.url))
+        .bearer_auth(&cp.operator_token)
+        .send()
         .await
         .unwrap()
         .json()
@@ -69,7 +72,10 @@ async fn a_push_becomes_a_pipeline_with_a_live_log_and_an_analysed_flake() {
         .post_json("/api/projects/shop/repositories", &api, json!({ "name": "api", "kind": "external", "url": "https://git.example.com/team/api.git" }))
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    let repos: serde_json::Value = reqwest::get(format!("{}/api/repositories", ci.url))
+    let repos: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/api/repositories", ci.url))
+        .bearer_auth(&cp.operator_token)
+        .send()
         .await
         .unwrap()
         .json()

@@ -147,7 +147,7 @@ impl Ci {
             cmd.args(["--cache-url", &cache.url, "--cache-token", UPLOAD_TOKEN]);
         }
         let (proc, url) = spawn_ready("pcr-ci", cmd, &dir.join("ci.log"), "pcr-ci listening on ");
-        let client = CiClient::new(&url);
+        let client = CiClient::new(&url).with_token(cp.operator_token.clone());
         Ci {
             proc,
             url,

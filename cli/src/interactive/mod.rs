@@ -70,7 +70,7 @@ pub async fn run(conn: &ConnArgs, args: &TuiArgs) -> anyhow::Result<()> {
     // screen and retried.
     let session = live::Session::open(&conn.master, &token).await?;
 
-    let ci = args.ci.client();
+    let ci = args.ci.client(&token);
     let mut app = App::new(&conn.master, now_ms(), views::fields);
     app.ci = Some(ci.base().to_string());
     app.switch_to(args.view);

@@ -30,6 +30,8 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 pub struct CiClient {
     base: String,
     http: reqwest::Client,
+    /// The cluster's operator token, sent as a bearer token: pcr-ci's `/api/` needs it.
+    token: Option<String>,
 }
 
 /// The URL of the pcr-ci whose state directory is `state_dir`, if it wrote one.
@@ -51,7 +53,14 @@ impl CiClient {
         CiClient {
             base,
             http: reqwest::Client::new(),
+            token: None,
         }
+    }
+
+    /// Sends `token` (the cluster's operator token) with every API request.
+    pub fn with_token(mut self, token: impl Into<String>) -> CiClient {
+        self.token = Some(token.into());
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -59,6 +68,10 @@ impl CiClient {
     }
 
     async fn send<T: DeserializeOwned>(&self, request: reqwest::RequestBuilder) -> Result<T> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         let response = request
             .send()
             .await
