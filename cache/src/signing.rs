@@ -19,6 +19,8 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the secret key {path} may be read by others (mode {mode:o}): make it the cache user's alone with `chmod 600 {path}`")]
+    Exposed { path: String, mode: u32 },
     #[error("key is not of the form `<name>:<base64>`")]
     Format,
     #[error("key name {0:?} is empty or contains `:` or whitespace")]
@@ -88,11 +90,26 @@ impl SecretKey {
         })
     }
 
+    /// Reads a secret key file, refusing one that anyone but its owner may read: whoever
+    /// reads it can sign store paths every worker trusts.
     pub fn read(path: &Path) -> Result<SecretKey, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
+        use std::os::unix::fs::PermissionsExt;
+        let read_error = |source| KeyError::Read {
             path: path.display().to_string(),
             source,
-        })?;
+        };
+        let mode = std::fs::metadata(path)
+            .map_err(read_error)?
+            .permissions()
+            .mode()
+            & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(KeyError::Exposed {
+                path: path.display().to_string(),
+                mode,
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read_error)?;
         SecretKey::parse(&text)
     }
 
@@ -171,6 +188,24 @@ impl std::fmt::Display for PublicKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// pcr-cache once served with a signing key anyone on the host could read.
+    #[test]
+    fn a_secret_key_others_may_read_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("k.secret");
+        let key = SecretKey::generate("k-1").expect("key");
+        std::fs::write(&path, key.to_file_contents()).expect("write");
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            let e = SecretKey::read(&path).expect_err("refused");
+            assert!(matches!(e, KeyError::Exposed { .. }), "{mode:o}: {e}");
+            assert!(e.to_string().contains("chmod 600"), "{e}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(SecretKey::read(&path).expect("read").name(), "k-1");
+    }
 
     // Generated with `nix key generate-secret --key-name test-1` and
     // `nix key convert-secret-to-public` (nix 2.8).

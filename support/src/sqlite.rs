@@ -29,7 +29,20 @@ pub enum MigrateError {
 }
 
 /// Opens (creating) `path` with WAL, `synchronous`, foreign keys and a 5 s busy timeout.
+///
+/// The file holds tokens, users and password hashes: it is created readable by its owner only
+/// (0600; SQLite gives its `-wal` and `-shm` files the same mode), and an existing file that
+/// others may read is narrowed to 0600.
 pub fn open(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connection> {
+    owner_only(path).map_err(|e| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+            Some(format!(
+                "cannot make {} readable by its owner only: {e}",
+                path.display()
+            )),
+        )
+    })?;
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(
@@ -43,6 +56,27 @@ pub fn open(path: &Path, synchronous: Synchronous) -> rusqlite::Result<Connectio
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(Duration::from_secs(5))?;
     Ok(conn)
+}
+
+/// Creates `path` with mode 0600 if it is missing; narrows an existing file to 0600.
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))?;
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs the migrations the file has not seen yet, each in its own transaction: entry `i` moves
@@ -68,6 +102,30 @@ mod tests {
 
     const V1: &str = "CREATE TABLE a (x INTEGER);";
     const V2: &str = "ALTER TABLE a ADD COLUMN y INTEGER NOT NULL DEFAULT 0;";
+
+    /// Databases were once created 0644: anyone on the host could read tokens and hashes.
+    #[test]
+    fn databases_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("new.db");
+        let conn = open(&path, Synchronous::Normal).expect("open");
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .expect("write");
+        for file in ["new.db", "new.db-wal", "new.db-shm"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .expect("stat")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{file} has mode {:o}", mode & 0o777);
+        }
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").expect("create");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(open(&old, Synchronous::Normal).expect("open"));
+        let mode = std::fs::metadata(&old).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn migrations_run_once_in_order_and_a_newer_file_is_refused() {
