@@ -31,15 +31,7 @@ async fn push_converges_on_the_worker_and_a_one_service_change_restarts_only_it(
             let ci = Ci::start(dir.path(), &cp, Some(&cache));
             let worker = start_worker(dir.path(), &cp, &cache, "worker-1");
             let op = cp.operator().await;
-            eventually(
-                Duration::from_secs(60),
-                "the worker to register",
-                || async {
-                    let status = op.cluster_status().await.ok()?;
-                    (!status.workers.is_empty()).then_some(())
-                },
-            )
-            .await;
+            a_worker_registered(&op).await;
             let bare = ci.create_repo("cluster", None);
 
             let mut web = Service::new("web", free_port());

@@ -15,12 +15,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use test_support::{eventually, ControlPlane};
+use test_support::ControlPlane;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -53,43 +53,17 @@ fn the_repository_locks_nothing_the_host_provides() {
     }
 }
 
-/// scripts/example-kernel's copy of the host kernel in `dir`, with a file of it changed so that
-/// no lock written anywhere else matches it. None (after saying so) without a Debian cloud
-/// kernel.
-fn kernel_copy_unlike_any_other(dir: &Path) -> Option<PathBuf> {
-    let has_kernel = std::fs::read_dir("/boot")
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with("vmlinuz-") && name.ends_with("-cloud-amd64")
-            })
-        })
-        .unwrap_or(false);
-    if !has_kernel {
-        eprintln!(
-            "\n*** SKIPPED: no /boot/vmlinuz-*-cloud-amd64 on this machine; \
-             install linux-image-cloud-amd64 (scripts/setup does) to deploy the example ***\n"
-        );
-        return None;
-    }
-    let kernel = dir.join("kernel");
-    let out = Command::new(workspace().join("scripts/example-kernel"))
-        .arg("--dest")
-        .arg(&kernel)
-        .output()
-        .expect("run scripts/example-kernel");
-    assert!(
-        out.status.success(),
-        "scripts/example-kernel: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+/// scripts/example-kernel's copy of the host kernel, with a file of it changed so that no lock
+/// written anywhere else matches it. None (after saying so) without a Debian cloud kernel.
+fn kernel_copy_unlike_any_other() -> Option<tempfile::TempDir> {
+    let dir = example_kernel()?;
     // Any other content has another NAR hash; the kernel and modules themselves stay as they
     // are, since this kernel refuses modules whose signature does not match.
-    let version = kernel.join("version");
+    let version = dir.path().join("kernel/version");
     let mut text = std::fs::read_to_string(&version).expect("read version");
     text.push_str("copied by a test, unlike any other copy\n");
     std::fs::write(&version, text).expect("write version");
-    Some(kernel)
+    Some(dir)
 }
 
 /// The committed example as a repository of its own (as `pcr up` pushes it), its kernel input
@@ -147,25 +121,17 @@ async fn the_example_converges_on_a_kernel_copy_no_lock_was_written_against() {
     local
         .run_until(async {
             let dir = tempfile::tempdir().expect("tempdir");
-            let Some(kernel) = kernel_copy_unlike_any_other(dir.path()) else {
+            let Some(kernel) = kernel_copy_unlike_any_other() else {
                 return;
             };
-            let (src, [web, api, vm]) = example_source(&kernel);
+            let (src, [web, api, vm]) = example_source(&kernel.path().join("kernel"));
 
             let cp = ControlPlane::start();
             let cache = Cache::start(dir.path());
             let ci = Ci::start(dir.path(), &cp, Some(&cache));
             let worker = start_worker_with(dir.path(), &cp, &cache, "worker-1", "process,qemu");
             let op = cp.operator().await;
-            eventually(
-                Duration::from_secs(60),
-                "the worker to register",
-                || async {
-                    let status = op.cluster_status().await.ok()?;
-                    (!status.workers.is_empty()).then_some(())
-                },
-            )
-            .await;
+            a_worker_registered(&op).await;
 
             let bare = ci.create_repo("example", None);
             let commit = src.commit("The example cluster");

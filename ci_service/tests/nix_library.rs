@@ -16,6 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::example_kernel;
 use schema::model::{Backend, Blueprint, CheckKind};
 use tempfile::TempDir;
 
@@ -82,34 +85,6 @@ fn example_repo() -> TempDir {
     copy_dir(&repo().join("example"), dir.path());
     git_add_all(dir.path());
     dir
-}
-
-/// The host kernel as scripts/example-kernel lays it out, in a directory of the test's own, or
-/// None (after saying so loudly) when this machine has no Debian cloud kernel.
-fn example_kernel() -> Option<TempDir> {
-    let has_kernel = fs::read_dir("/boot")
-        .map(|entries| {
-            entries.flatten().any(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                name.starts_with("vmlinuz-") && name.ends_with("-cloud-amd64")
-            })
-        })
-        .unwrap_or(false);
-    if !has_kernel {
-        eprintln!(
-            "\n*** SKIPPED: no /boot/vmlinuz-*-cloud-amd64 on this machine; \
-             install linux-image-cloud-amd64 to test the example microVM ***\n"
-        );
-        return None;
-    }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let dest = dir.path().join("kernel");
-    run_ok(
-        Command::new(repo().join("scripts/example-kernel"))
-            .arg("--dest")
-            .arg(&dest),
-    );
-    Some(dir)
 }
 
 /// `--override-input kernel path:<dir>`: the example locks the kernel at

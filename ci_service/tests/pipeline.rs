@@ -404,15 +404,7 @@ async fn webhook_with_a_bad_signature_is_refused_and_runs_nothing() {
             );
 
             // Signed by Gitea's rules: accepted, fetched from upstream, deployed.
-            let signature = ci_service::webhook::sign(WEBHOOK_SECRET, body.as_bytes());
-            let response = http
-                .post(&url)
-                .header("X-Gitea-Event", "push")
-                .header("X-Gitea-Signature", signature)
-                .body(body)
-                .send()
-                .await
-                .expect("post");
+            let response = send_gitea_push(&http, &ci.url, body).await;
             assert_eq!(response.status(), 202);
             let id = ci.pipeline_of(&commit).await;
             let detail = ci.finished(id, PIPELINE_TIMEOUT).await;

@@ -22,20 +22,10 @@ async fn a_replayed_webhook_for_an_older_commit_does_not_roll_the_cluster_back()
             let upstream = bare_upstream(dir.path());
             ci.create_repo("cluster", Some(upstream.to_str().expect("utf8")));
             let http = reqwest::Client::new();
-            let url = format!("{}/webhook/cluster", ci.url);
             let send = |body: String| {
-                let http = http.clone();
-                let url = url.clone();
+                let (http, url) = (http.clone(), ci.url.clone());
                 async move {
-                    let signature = ci_service::webhook::sign(WEBHOOK_SECRET, body.as_bytes());
-                    let response = http
-                        .post(&url)
-                        .header("X-Gitea-Event", "push")
-                        .header("X-Gitea-Signature", signature)
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("post");
+                    let response = send_gitea_push(&http, &url, body).await;
                     assert_eq!(response.status(), 202);
                 }
             };

@@ -532,3 +532,64 @@ pub fn bare_upstream(dir: &Path) -> PathBuf {
     assert!(out.status.success());
     upstream
 }
+
+/// The host kernel as scripts/example-kernel lays it out, in `<returned dir>/kernel`, or None
+/// (after saying so loudly) when this machine has no Debian cloud kernel.
+pub fn example_kernel() -> Option<TempDir> {
+    let has_kernel = std::fs::read_dir("/boot")
+        .map(|entries| {
+            entries.flatten().any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with("vmlinuz-") && name.ends_with("-cloud-amd64")
+            })
+        })
+        .unwrap_or(false);
+    if !has_kernel {
+        eprintln!(
+            "\n*** SKIPPED: no /boot/vmlinuz-*-cloud-amd64 on this machine; \
+             install linux-image-cloud-amd64 (scripts/setup does) to test the example microVM ***\n"
+        );
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(workspace().join("scripts/example-kernel"))
+        .arg("--dest")
+        .arg(dir.path().join("kernel"))
+        .output()
+        .expect("run scripts/example-kernel");
+    assert!(
+        out.status.success(),
+        "scripts/example-kernel: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(dir)
+}
+
+/// POSTs `body` to pcr-ci's webhook for repository `cluster`, signed by Gitea's rules.
+pub async fn send_gitea_push(
+    http: &reqwest::Client,
+    ci_url: &str,
+    body: String,
+) -> reqwest::Response {
+    let signature = ci_service::webhook::sign(WEBHOOK_SECRET, body.as_bytes());
+    http.post(format!("{ci_url}/webhook/cluster"))
+        .header("X-Gitea-Event", "push")
+        .header("X-Gitea-Signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+}
+
+/// Waits until at least one worker has registered with the control plane.
+pub async fn a_worker_registered(op: &schema::client::MasterClient) {
+    test_support::eventually(
+        Duration::from_secs(60),
+        "the worker to register",
+        || async {
+            let status = op.cluster_status().await.ok()?;
+            (!status.workers.is_empty()).then_some(())
+        },
+    )
+    .await;
+}
