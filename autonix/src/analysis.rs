@@ -4,11 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::detect::toolchains::{dockerfile_images, image_tool};
-use crate::detect::{self, ci, ev, Ctx, Out};
+use crate::detect::toolchains::{self, dockerfile_images, image_tool, Resolution};
+use crate::detect::{self, ci, ev, versions, Ctx, Out};
 use crate::model::{
-    confidence, Analysis, Detection, EcosystemKind, Evidence, Facts, Project, TestCommand,
-    TestSource, Tool, SCHEMA_VERSION,
+    confidence, Analysis, Detection, EcosystemKind, Evidence, Facts, NixpkgsChoice, Project,
+    TestCommand, TestSource, Tool, SCHEMA_VERSION,
 };
 use crate::scan::manifests::{root_marker, RootMarker};
 use crate::scan::Inventory;
@@ -68,7 +68,7 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
             list.push(f);
         }
     }
-    let mut projects = Vec::new();
+    let mut pending = Vec::new();
     for (dir, files) in roots.iter().zip(files_of) {
         let ctx = Ctx {
             inv,
@@ -92,7 +92,13 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
         detect::unsupported::detect(&ctx, &mut out);
         detect::backing::detect(&ctx, &mut out);
         let tools = tools_needed(&ctx, &out);
-        detect::toolchains::detect(&ctx, &tools, &mut out);
+        pending.push((ctx, out, tools));
+    }
+    let (nixpkgs, resolutions) = choose_branch(&pending);
+    let mut projects = Vec::new();
+    for ((ctx, mut out, _), resolution) in pending.into_iter().zip(resolutions) {
+        let dir = &ctx.dir;
+        merge_resolution(&mut out, resolution);
         languages(&ctx, &mut out);
         // The name comes from the ecosystem that builds the project: JavaScript tooling
         // beside a Gemfile or a pyproject only builds assets, so its name is not the app's.
@@ -181,9 +187,123 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
     Analysis {
         schema: SCHEMA_VERSION,
         name: sanitize_name(name),
+        nixpkgs,
         projects,
         stats: inv.stats.clone(),
     }
+}
+
+/// The oldest nixpkgs branch whose tables satisfy every project's version requirements,
+/// with each project's toolchains resolved against it. When none satisfies them all, the
+/// one that satisfies the most projects (the oldest of those): the others are refused or
+/// warned about on their own, with the branch that would serve them — one project's
+/// requirement never blocks the others.
+fn choose_branch(pending: &[(Ctx<'_>, Out, BTreeSet<Tool>)]) -> (NixpkgsChoice, Vec<Resolution>) {
+    let branches = versions::branches();
+    let resolve = |b: &versions::Branch| -> Vec<Resolution> {
+        pending
+            .iter()
+            .map(|(ctx, out, tools)| toolchains::resolve_on(ctx, tools, out, b))
+            .collect()
+    };
+    let unmet = |r: &[Resolution]| r.iter().filter(|r| r.unmet > 0).count();
+    // Newer branches are resolved only when the older ones fall short.
+    let mut tried: Vec<Vec<Resolution>> = Vec::new();
+    for b in branches {
+        let r = resolve(b);
+        let done = unmet(&r) == 0;
+        tried.push(r);
+        if done {
+            break;
+        }
+    }
+    let best = (0..tried.len())
+        .min_by_key(|&i| (unmet(&tried[i]), i))
+        .unwrap_or(0);
+    let chosen = &branches[best];
+    // Why not an older branch: the first thing the newest older one could not provide.
+    let older = best.checked_sub(1).and_then(|i| {
+        let first = tried[i]
+            .iter()
+            .find_map(|r| r.out.errors.first().or(r.out.warnings.first()))?;
+        Some(format!(
+            "{} does not satisfy them ({})",
+            branches[i].name, first.message
+        ))
+    });
+    let reason = match (unmet(&tried[best]), older) {
+        (0, None) => "the oldest branch autonix has tables for; it satisfies every version requirement".to_string(),
+        (0, Some(older)) => {
+            format!("the oldest branch that satisfies every version requirement: {older}")
+        }
+        (n, _) => format!(
+            "no branch satisfies every project; {} leaves the fewest projects unsatisfied ({n} of {})",
+            chosen.name,
+            pending.len()
+        ),
+    };
+    let mut resolutions = tried.swap_remove(best);
+    if unmet(&resolutions) > 0 {
+        for (i, r) in resolutions.iter_mut().enumerate() {
+            if r.unmet == 0 {
+                continue;
+            }
+            let (ctx, out, tools) = &pending[i];
+            // A branch that would serve this project alone, for the message.
+            let alone = branches.iter().find(|b| {
+                b.name != chosen.name && toolchains::resolve_on(ctx, tools, out, b).unmet == 0
+            });
+            let message = match alone {
+                Some(b) => format!(
+                    "nixpkgs {} would satisfy this project, but the flake pins {} for the others; give it a flake of its own to use {}",
+                    b.name, chosen.name, b.name
+                ),
+                None => format!(
+                    "no nixpkgs branch autonix has tables for ({}) satisfies this project either",
+                    branches
+                        .iter()
+                        .map(|b| b.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            match r.out.errors.first_mut() {
+                Some(refusal) => refusal.message = format!("{}; {message}", refusal.message),
+                None => {
+                    let root = if ctx.dir.is_empty() {
+                        "."
+                    } else {
+                        ctx.dir.as_str()
+                    };
+                    r.out.warn(message, vec![ev(root, "project root")]);
+                }
+            }
+        }
+    }
+    (
+        NixpkgsChoice {
+            branch: chosen.name.clone(),
+            reason,
+        },
+        resolutions,
+    )
+}
+
+/// Adds a branch's toolchain resolution to a project's detections; the pnpm release goes
+/// into the pnpm ecosystem it belongs to.
+fn merge_resolution(out: &mut Out, r: Resolution) {
+    if let Some(pnpm) = r.pnpm {
+        for d in &mut out.detections {
+            if let Facts::Ecosystem(e) = &mut d.facts {
+                if e.ecosystem == EcosystemKind::Pnpm {
+                    e.backend = Some(pnpm.clone());
+                }
+            }
+        }
+    }
+    out.detections.extend(r.out.detections);
+    out.warnings.extend(r.out.warnings);
+    out.errors.extend(r.out.errors);
 }
 
 /// The deepest root in `roots` that contains `path`, found by walking up its directories

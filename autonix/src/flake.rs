@@ -1,7 +1,7 @@
 //! Writing a flake from an [`Analysis`]. Pure and deterministic: the same analysis gives the
 //! same bytes, because every collection it walks is ordered.
 //!
-//! The flake pins nixpkgs ([`NIXPKGS_BRANCH`]) and uses its builders; each package, check and
+//! The flake pins the nixpkgs branch the analysis chose ([`Analysis::nixpkgs`]) and uses its builders; each package, check and
 //! VM carries a comment saying which file it comes from and what was assumed. Hashes of
 //! fixed-output dependency fetches cannot be known without the network, so they are
 //! `lib.fakeHash` with a comment: the first build prints the real one.
@@ -9,7 +9,6 @@
 use std::collections::BTreeSet;
 
 use crate::detect::nix::path_expr;
-use crate::detect::versions::NIXPKGS_BRANCH;
 use crate::model::{
     Analysis, Ecosystem, EcosystemKind, Evidence, Facts, Finding, Process, ProcessSource, Project,
     Service, TestCommand, TestSource, Tool, Toolchain,
@@ -595,12 +594,19 @@ impl<'a> Writer<'a> {
         ));
         o.line("");
         o.open("inputs = {");
+        let nixpkgs = &self.analysis.nixpkgs;
+        let branch = if nixpkgs.branch.is_empty() {
+            crate::detect::versions::oldest_branch().name.as_str()
+        } else {
+            nixpkgs.branch.as_str()
+        };
         o.comment(&format!(
-            "Toolchain versions below were resolved against {NIXPKGS_BRANCH}; changing the branch may change them."
+            "Toolchain versions below were resolved against {branch}; changing the branch may change them."
         ));
-        o.line(&format!(
-            "nixpkgs.url = \"github:NixOS/nixpkgs/{NIXPKGS_BRANCH}\";"
-        ));
+        if branch != crate::detect::versions::oldest_branch().name {
+            o.comment(&format!("autonix chose {branch}: {}", nixpkgs.reason));
+        }
+        o.line(&format!("nixpkgs.url = \"github:NixOS/nixpkgs/{branch}\";"));
         if self.rust_overlay {
             o.comment(
                 "A pinned or newer Rust toolchain than nixpkgs' own comes from rust-overlay.",

@@ -410,20 +410,31 @@ fn cargo_workspace_checks_test_every_member() {
 /// `packageManager: pnpm@10` was recorded but the flake used the branch's pnpm 9 silently.
 #[test]
 fn pnpm_release_follows_package_manager_or_says_it_cannot() {
+    // pnpm 10 is not in nixos-24.11: the oldest branch that has it is pinned.
     let analysis = analyze("node-pnpm10-turbo");
+    assert_eq!(analysis.nixpkgs.branch, "nixos-25.05");
+    assert!(
+        analysis.nixpkgs.reason.contains(
+            "nixos-24.11 does not satisfy them (package.json asks for pnpm 10.4.1, but nixpkgs nixos-24.11 carries pnpm 8, 9"
+        ),
+        "{}",
+        analysis.nixpkgs.reason
+    );
     assert!(
         analysis.projects[0]
             .warnings
             .iter()
-            .any(|w| w.message.starts_with(
-                "package.json asks for pnpm 10.4.1, but nixpkgs nixos-24.11 carries pnpm 8 and 9"
-            )),
+            .all(|w| !w.message.contains("pnpm 10")),
         "{:?}",
         analysis.projects[0].warnings
     );
     let text = autonix::generate_flake(&analysis).expect("flake");
     assert!(
-        text.contains("pnpmDeps = pkgs.pnpm_9.fetchDeps {"),
+        text.contains("pnpmDeps = pkgs.pnpm_10.fetchDeps {"),
+        "{text}"
+    );
+    assert!(
+        text.contains("nixpkgs.url = \"github:NixOS/nixpkgs/nixos-25.05\";"),
         "{text}"
     );
     // packageManager pnpm@9.1.0 selects pnpm 9 by name, not by whatever `pnpm` is.
@@ -432,6 +443,100 @@ fn pnpm_release_follows_package_manager_or_says_it_cannot() {
         pinned.contains("pnpmDeps = pkgs.pnpm_9.fetchDeps {"),
         "{pinned}"
     );
+    // A major no branch carries is said, not hidden: the branch's pnpm with a warning.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("pnpm-next");
+    std::fs::create_dir_all(&root).expect("mkdir");
+    std::fs::write(
+        root.join("package.json"),
+        "{\"name\":\"next\",\"packageManager\":\"pnpm@42.0.0\",\"scripts\":{\"build\":\"tsc\"}}\n",
+    )
+    .expect("write");
+    std::fs::write(root.join("pnpm-lock.yaml"), "lockfileVersion: '9.0'\n").expect("write");
+    let analysis = autonix::analyze(&root, &ScanOptions::default()).expect("analysis");
+    assert_eq!(analysis.nixpkgs.branch, "nixos-24.11");
+    let warnings: Vec<&str> = analysis.projects[0]
+        .warnings
+        .iter()
+        .map(|w| w.message.as_str())
+        .collect();
+    assert!(
+        warnings.contains(&"package.json asks for pnpm 42.0.0, but nixpkgs nixos-24.11 carries pnpm 8, 9; the flake uses pnpm 9, so check that it installs the lockfile"),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.starts_with("no nixpkgs branch autonix has tables for (nixos-24.11, nixos-25.05, nixos-25.11, nixos-unstable) satisfies this project either")),
+        "{warnings:?}"
+    );
+}
+
+/// Every toolchain was checked against nixos-24.11 only: `requires-python = ">=3.14"` and
+/// `go 1.25` were refused although newer nixpkgs branches carry them.
+#[test]
+fn newer_requirements_pin_the_oldest_branch_that_has_them() {
+    let analysis = analyze("python-needs-newer-branch");
+    assert_eq!(analysis.nixpkgs.branch, "nixos-25.11");
+    assert_eq!(
+        analysis.nixpkgs.reason,
+        "the oldest branch that satisfies every version requirement: nixos-25.05 does not satisfy them (no python in nixpkgs nixos-25.05 satisfies `>=3.14` at pyproject.toml:4: it provides python 3.9, 3.10, 3.11, 3.12, 3.13)"
+    );
+    let python = analysis.projects[0]
+        .toolchain(Tool::Python)
+        .expect("python");
+    assert_eq!(python.nixpkgs, "python314");
+    let text = autonix::generate_flake(&analysis).expect("flake");
+    assert!(
+        text.contains("nixpkgs.url = \"github:NixOS/nixpkgs/nixos-25.11\";"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# autonix chose nixos-25.11: the oldest branch"),
+        "{text}"
+    );
+    let go = analyze("go-directive-too-new");
+    assert_eq!(go.nixpkgs.branch, "nixos-25.11");
+    // Nothing newer than needed: a repository without requirements stays on the oldest.
+    assert_eq!(analyze("go-gin").nixpkgs.branch, "nixos-24.11");
+    // No branch has it: refused, saying so.
+    let none = analyze("python-unsatisfiable");
+    let errors: Vec<String> = none.errors().map(|(_, e)| e.message.clone()).collect();
+    assert!(
+        errors.iter().any(|e| e.ends_with("; no nixpkgs branch autonix has tables for (nixos-24.11, nixos-25.05, nixos-25.11, nixos-unstable) satisfies this project either")),
+        "{errors:?}"
+    );
+}
+
+/// Members needing different branches: the branch serving most members is pinned, the
+/// other member is refused with the branch it needs, and the rest are still built.
+#[test]
+fn members_needing_different_branches_refuse_only_the_odd_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("mixed");
+    for (dir, go) in [("old-a", "1.22"), ("old-b", "1.22"), ("new", "1.26")] {
+        let d = root.join(dir);
+        std::fs::create_dir_all(&d).expect("mkdir");
+        std::fs::write(
+            d.join("go.mod"),
+            format!("module example.com/{dir}\n\ngo {go}\n\ntoolchain go{go}.1\n"),
+        )
+        .expect("write");
+        std::fs::write(d.join("main.go"), "package main\n\nfunc main() {}\n").expect("write");
+    }
+    let analysis = autonix::analyze(&root, &ScanOptions::default()).expect("analysis");
+    assert_eq!(analysis.nixpkgs.branch, "nixos-24.11");
+    let new = analysis
+        .projects
+        .iter()
+        .find(|p| p.path == "new")
+        .expect("member new");
+    assert!(
+        new.errors.iter().any(|e| e.message.ends_with(
+            "; nixpkgs nixos-unstable would satisfy this project, but the flake pins nixos-24.11 for the others; give it a flake of its own to use nixos-unstable")),
+        "{:?}",
+        new.errors
+    );
+    let text = autonix::generate_flake(&analysis).expect("the other members are built");
+    assert!(text.contains("buildGo122Module"), "{text}");
 }
 
 /// A Next.js app inside a turbo/pnpm workspace was listed as a member and never analysed:

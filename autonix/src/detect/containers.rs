@@ -196,6 +196,11 @@ fn host_command(command: &str, workdir: Option<&str>) -> Result<(String, Vec<Str
     Ok((rest.join(" "), dropped))
 }
 
+/// The branch the database majors below were taken from. They are not yet kept per branch
+/// in `data/nixpkgs.json` like the toolchains: a flake pinning a newer branch may name a
+/// major that branch dropped (PostgreSQL 12 and 13 were removed after 24.11).
+const SERVICE_TABLE_BRANCH: &str = "nixos-24.11";
+
 /// The NixOS service replacing a well-known image, with its usual port.
 pub fn nixos_service(image: &str) -> Option<NixosService> {
     let (name, tag) = image.split_once(':').unwrap_or((image, ""));
@@ -268,7 +273,7 @@ pub fn major_mismatch(image: &str, nixos: &NixosService) -> Option<String> {
     }
     Some(format!(
         "{image} asks for major version {wanted}, which nixpkgs {} does not carry; the flake uses pkgs.{} ({provided}) — a data directory written by another major does not open, so check before deploying",
-        crate::detect::versions::NIXPKGS_BRANCH,
+        SERVICE_TABLE_BRANCH,
         nixos.package
     ))
 }

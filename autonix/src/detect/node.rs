@@ -77,15 +77,9 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     } else {
         EcosystemKind::Npm
     };
+    // pnpm's release (eco.backend) depends on the nixpkgs branch: chosen with the
+    // toolchains (detect::toolchains::resolve_on).
     let mut eco = Ecosystem::new(kind, manifest.clone());
-    if kind == EcosystemKind::Pnpm {
-        eco.backend = Some(pnpm_release(
-            declared.map(|(pm, _)| pm),
-            &manifest,
-            text,
-            out,
-        ));
-    }
     eco.lockfile = present
         .iter()
         .find(|(_, k)| *k == kind)
@@ -282,32 +276,4 @@ fn expand_members(ctx: &Ctx<'_>, patterns: &[String]) -> Vec<String> {
     members.sort();
     members.dedup();
     members
-}
-
-/// The nixpkgs pnpm attribute for `packageManager: "pnpm@x.y.z"`: nixos-24.11 carries pnpm
-/// 8 and 9 (`pnpm` is 9). Another major is served by pnpm 9 with a warning, not silently.
-fn pnpm_release(declared: Option<&str>, manifest: &str, text: &str, out: &mut Out) -> String {
-    let Some(version) = declared.and_then(|pm| pm.split_once('@')).map(|(_, v)| v) else {
-        return "pnpm".to_string();
-    };
-    let major: String = version.chars().take_while(|c| c.is_ascii_digit()).collect();
-    match major.as_str() {
-        "8" => "pnpm_8".to_string(),
-        "9" => "pnpm_9".to_string(),
-        _ => {
-            let version = version.split('+').next().unwrap_or(version);
-            out.warn(
-                format!(
-                    "{manifest} asks for pnpm {version}, but nixpkgs {} carries pnpm 8 and 9; the flake uses pnpm 9, so check that it installs the lockfile",
-                    crate::detect::versions::NIXPKGS_BRANCH
-                ),
-                vec![ev_line(
-                    manifest,
-                    line_of(text, "\"packageManager\""),
-                    format!("packageManager is pnpm@{version}"),
-                )],
-            );
-            "pnpm_9".to_string()
-        }
-    }
 }

@@ -4,21 +4,20 @@
 
 use std::collections::BTreeSet;
 
-use crate::detect::versions::{
-    Catalog, Partial, Range, Version, ELIXIR, GO, JAVA, NIXPKGS_BRANCH, NIXPKGS_RUSTC, NODE, PHP,
-    PYTHON, RUBY, ZIG,
-};
+use crate::detect::versions::{Branch, Catalog, Line, Partial, Range, Table, Version};
 use crate::detect::{ev, ev_line, line_of, tool_versions, Ctx, Out};
-use crate::model::{confidence, Evidence, Facts, HintRole, Tool, Toolchain, VersionHint};
+use crate::model::{
+    confidence, EcosystemKind, Evidence, Facts, HintRole, Tool, Toolchain, VersionHint,
+};
 
-/// Resolves every tool in `tools` for the project and records the result in `out`.
-pub fn detect(ctx: &Ctx<'_>, tools: &BTreeSet<Tool>, out: &mut Out) {
+/// Resolves every tool in `tools` for the project against `branch` and records the result
+/// in `out`.
+pub fn detect(ctx: &Ctx<'_>, tools: &BTreeSet<Tool>, branch: &Branch, out: &mut Out) {
     for &tool in tools {
         let hints = hints(ctx, tool);
-        let resolved = if tool == Tool::Rust {
-            resolve_rust(&hints, out)
-        } else {
-            resolve(tool, catalog(tool), &hints, out)
+        let resolved = match table(tool) {
+            None => resolve_rust(&hints, branch, out),
+            Some(t) => resolve(tool, branch.catalog(t), &branch.name, &hints, out),
         };
         if let Some(toolchain) = resolved {
             let mut evidence: Vec<Evidence> = hints.iter().map(|h| h.evidence.clone()).collect();
@@ -48,19 +47,95 @@ pub fn detect(ctx: &Ctx<'_>, tools: &BTreeSet<Tool>, out: &mut Out) {
     }
 }
 
-fn catalog(tool: Tool) -> &'static Catalog {
-    match tool {
-        Tool::Node => &NODE,
-        Tool::Python => &PYTHON,
-        Tool::Go => &GO,
-        Tool::Ruby => &RUBY,
-        Tool::Php => &PHP,
-        Tool::Java => &JAVA,
-        Tool::Elixir => &ELIXIR,
-        Tool::Zig => &ZIG,
-        // Rust has its own resolution; the catalog is never asked for.
-        Tool::Rust => &NODE,
+/// What resolving one project's toolchains against one branch gave.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// Toolchain detections, and the warnings and errors of resolving them.
+    pub out: Out,
+    /// The nixpkgs pnpm attribute, for a project built with pnpm.
+    pub pnpm: Option<String>,
+    /// Requirements the branch does not meet: refused toolchains, and a pnpm major it
+    /// lacks (served by another pnpm with a warning).
+    pub unmet: usize,
+}
+
+/// Resolves the project's toolchains (see [`detect`]) and its pnpm against `branch`;
+/// `base` holds the project's other detections.
+pub fn resolve_on(
+    ctx: &Ctx<'_>,
+    tools: &BTreeSet<Tool>,
+    base: &Out,
+    branch: &Branch,
+) -> Resolution {
+    let mut r = Resolution::default();
+    detect(ctx, tools, branch, &mut r.out);
+    r.unmet = r.out.errors.len();
+    let pnpm_manifest = base.detections.iter().find_map(|d| match &d.facts {
+        Facts::Ecosystem(e) if e.ecosystem == EcosystemKind::Pnpm => Some(e.manifest.as_str()),
+        _ => None,
+    });
+    if let Some(manifest) = pnpm_manifest {
+        let text = ctx.inv.text(manifest).unwrap_or_default();
+        let (attr, met) = pnpm_release(manifest, text, branch, &mut r.out);
+        r.pnpm = Some(attr);
+        if !met {
+            r.unmet += 1;
+        }
     }
+    r
+}
+
+/// The nixpkgs pnpm attribute for `packageManager: "pnpm@x.y.z"` on `branch`, and whether
+/// the branch has that major. Another major is served by the branch's default pnpm with a
+/// warning, not silently; no packageManager field gets plain `pnpm`.
+fn pnpm_release(manifest: &str, text: &str, branch: &Branch, out: &mut Out) -> (String, bool) {
+    let declared = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.get("packageManager")?.as_str().map(str::to_string));
+    let Some(version) = declared
+        .as_deref()
+        .and_then(|pm| pm.strip_prefix("pnpm@"))
+        .map(|v| v.split('+').next().unwrap_or(v).to_string())
+    else {
+        return ("pnpm".to_string(), true);
+    };
+    let cat = branch.catalog(Table::Pnpm);
+    if let Some(line) = Partial::parse(&version).and_then(|p| cat.line_for(&p)) {
+        return (line.attr.clone(), true);
+    }
+    let fallback = cat.default_line();
+    out.warn(
+        format!(
+            "{manifest} asks for pnpm {version}, but nixpkgs {} carries pnpm {}; the flake uses pnpm {}, so check that it installs the lockfile",
+            branch.name,
+            cat.describe(),
+            fallback.map_or_else(|| "?".to_string(), |l| l.version.major.to_string()),
+        ),
+        vec![ev_line(
+            manifest,
+            line_of(text, "\"packageManager\""),
+            format!("packageManager is pnpm@{version}"),
+        )],
+    );
+    (
+        fallback.map_or_else(|| "pnpm".to_string(), |l| l.attr.clone()),
+        false,
+    )
+}
+
+/// The branch table a tool resolves against; Rust has its own resolution.
+fn table(tool: Tool) -> Option<Table> {
+    Some(match tool {
+        Tool::Node => Table::Node,
+        Tool::Python => Table::Python,
+        Tool::Go => Table::Go,
+        Tool::Ruby => Table::Ruby,
+        Tool::Php => Table::Php,
+        Tool::Java => Table::Java,
+        Tool::Elixir => Table::Elixir,
+        Tool::Zig => Table::Zig,
+        Tool::Rust => return None,
+    })
 }
 
 fn hint(
@@ -595,22 +670,23 @@ fn at(h: &VersionHint) -> String {
 
 /// The line a pin selects in `cat`, or why it selects none. A pin coarser than a line
 /// (`3` for Python) picks the default line if it matches, else the newest matching one.
-fn select(cat: &Catalog, pin: &Partial) -> Option<crate::detect::versions::Line> {
+fn select<'c>(cat: &'c Catalog, pin: &Partial) -> Option<&'c Line> {
     if pin.parts().len() >= cat.line_parts {
         return cat.line_for(pin);
     }
-    let default = cat.default_line();
-    if pin.contains(default.version) {
+    if let Some(default) = cat.default_line().filter(|d| pin.contains(d.version)) {
         return Some(default);
     }
-    cat.lines
-        .iter()
-        .rev()
-        .copied()
-        .find(|l| pin.contains(l.version))
+    cat.lines.iter().rev().find(|l| pin.contains(l.version))
 }
 
-fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> Option<Toolchain> {
+fn resolve(
+    tool: Tool,
+    cat: &Catalog,
+    branch: &str,
+    hints: &[VersionHint],
+    out: &mut Out,
+) -> Option<Toolchain> {
     let name = tool.name();
     let mut ranges = Vec::new();
     for h in hints.iter().filter(|h| h.role == HintRole::Range) {
@@ -626,10 +702,10 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
         }
     }
     let pins: Vec<&VersionHint> = hints.iter().filter(|h| h.role == HintRole::Pin).collect();
-    let toolchain = |line: crate::detect::versions::Line, reason: String| Toolchain {
+    let toolchain = |line: &Line, reason: String| Toolchain {
         tool,
         version: line.version.to_string(),
-        nixpkgs: line.attr.to_string(),
+        nixpkgs: line.attr.clone(),
         reason,
         hints: hints.to_vec(),
     };
@@ -640,7 +716,8 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
                     "cannot read {name} version `{}` at {}; write a version number such as {}",
                     first.requested,
                     at(first),
-                    cat.default_line().version
+                    cat.default_line()
+                        .map_or_else(|| "1.0".to_string(), |l| l.version.to_string())
                 ),
                 vec![first.evidence.clone()],
             );
@@ -649,7 +726,7 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
         let Some(chosen) = select(cat, &pin) else {
             out.error(
                 format!(
-                    "{name} {} is requested at {} but nixpkgs {NIXPKGS_BRANCH} only provides {name} {}; \
+                    "{name} {} is requested at {} but nixpkgs {branch} only provides {name} {}; \
                      update the pin or choose one of those",
                     first.requested,
                     at(first),
@@ -717,17 +794,24 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
         return Some(toolchain(chosen, reason));
     }
     if ranges.is_empty() {
-        return Some(toolchain(
-            cat.default_line(),
-            format!("no version requested; nixpkgs {NIXPKGS_BRANCH} default"),
-        ));
+        return match cat.default_line() {
+            Some(default) => Some(toolchain(
+                default,
+                format!("no version requested; nixpkgs {branch} default"),
+            )),
+            None => {
+                out.error(
+                    format!("nixpkgs {branch} provides no {name}"),
+                    vec![ev(".", format!("{name} is needed"))],
+                );
+                None
+            }
+        };
     }
-    let ok = |l: &crate::detect::versions::Line| ranges.iter().all(|(_, r)| r.matches(l.version));
-    let default = cat.default_line();
-    let chosen = if ok(&default) {
-        Some(default)
-    } else {
-        cat.lines.iter().rev().copied().find(|l| ok(l))
+    let ok = |l: &Line| ranges.iter().all(|(_, r)| r.matches(l.version));
+    let chosen = match cat.default_line() {
+        Some(default) if ok(default) => Some(default),
+        _ => cat.lines.iter().rev().find(|l| ok(l)),
     };
     let asked: Vec<String> = ranges
         .iter()
@@ -744,7 +828,7 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
         None => {
             out.error(
                 format!(
-                    "no {name} in nixpkgs {NIXPKGS_BRANCH} satisfies {}: it provides {name} {}",
+                    "no {name} in nixpkgs {branch} satisfies {}: it provides {name} {}",
                     asked.join(" and "),
                     cat.describe()
                 ),
@@ -757,7 +841,8 @@ fn resolve(tool: Tool, cat: &Catalog, hints: &[VersionHint], out: &mut Out) -> O
 
 /// Rust versions come from nixpkgs' `rustPlatform` unless a toolchain is pinned or the
 /// manifest needs a newer compiler; then from rust-overlay, which carries every release.
-fn resolve_rust(hints: &[VersionHint], out: &mut Out) -> Option<Toolchain> {
+fn resolve_rust(hints: &[VersionHint], branch: &Branch, out: &mut Out) -> Option<Toolchain> {
+    let (name, rustc) = (branch.name.as_str(), branch.rustc);
     let msrv = hints
         .iter()
         .find(|h| h.role == HintRole::Range)
@@ -838,26 +923,26 @@ fn resolve_rust(hints: &[VersionHint], out: &mut Out) -> Option<Toolchain> {
         ));
     }
     match msrv {
-        Some((h, min)) if min.floor() > NIXPKGS_RUSTC => Some(toolchain(
+        Some((h, min)) if min.floor() > rustc => Some(toolchain(
             full(&min),
             format!("rust-bin.stable.\"{}\".default", full(&min)),
             format!(
-                "rust-version {min} at {} is newer than nixpkgs {NIXPKGS_BRANCH}'s rustc {NIXPKGS_RUSTC}; using that release from rust-overlay",
+                "rust-version {min} at {} is newer than nixpkgs {name}'s rustc {rustc}; using that release from rust-overlay",
                 at(h)
             ),
         )),
         Some((h, min)) => Some(toolchain(
-            NIXPKGS_RUSTC.to_string(),
+            rustc.to_string(),
             "rustc".to_string(),
             format!(
-                "nixpkgs {NIXPKGS_BRANCH}'s rustc satisfies rust-version {min} at {}",
+                "nixpkgs {name}'s rustc satisfies rust-version {min} at {}",
                 at(h)
             ),
         )),
         None => Some(toolchain(
-            NIXPKGS_RUSTC.to_string(),
+            rustc.to_string(),
             "rustc".to_string(),
-            format!("no version requested; nixpkgs {NIXPKGS_BRANCH} rustc"),
+            format!("no version requested; nixpkgs {name} rustc"),
         )),
     }
 }

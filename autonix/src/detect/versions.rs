@@ -29,14 +29,12 @@
 //! * Nothing nixpkgs provides satisfies the hints: an error listing what was asked and what
 //!   exists. Autonix never substitutes a different release line silently.
 //!
-//! Release lines are those of the nixpkgs the generated flake pins ([`NIXPKGS_BRANCH`]);
+//! Release lines are those of a nixpkgs branch ([`branches`], tables kept as data in
+//! `data/nixpkgs.json`); the analysis pins the oldest branch that satisfies every project.
 //! nixpkgs ships one patch release per line, so a pin of `18.17.0` is served by 18.20.x and
 //! the generated flake says so.
 
 use std::fmt;
-
-/// The nixpkgs branch generated flakes pin; the tables below describe it.
-pub const NIXPKGS_BRANCH: &str = "nixos-24.11";
 
 /// A release version; missing parts are zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -300,40 +298,34 @@ fn parse_comparator(token: &str) -> Option<Comparator> {
 }
 
 /// One release line nixpkgs provides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
     /// The version nixpkgs ships on this line.
     pub version: Version,
     /// The attribute that selects it.
-    pub attr: &'static str,
+    pub attr: String,
 }
 
-const fn line(major: u64, minor: u64, patch: u64, attr: &'static str) -> Line {
-    Line {
-        version: Version::new(major, minor, patch),
-        attr,
-    }
-}
-
-/// What nixpkgs provides for one tool.
-#[derive(Debug, Clone, Copy)]
+/// What one nixpkgs branch provides for one tool.
+#[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    pub lines: &'static [Line],
+    /// Oldest line first.
+    pub lines: Vec<Line>,
     /// How many version parts name a line (node: 1 for `20`; python: 2 for `3.12`).
     pub line_parts: usize,
-    /// Index of nixpkgs' default line in `lines`.
-    pub default: usize,
+    /// Index of nixpkgs' default line in `lines`; `None` when the branch has none.
+    pub default: Option<usize>,
 }
 
 impl Catalog {
-    pub fn default_line(&self) -> Line {
-        self.lines[self.default]
+    pub fn default_line(&self) -> Option<&Line> {
+        self.default.and_then(|i| self.lines.get(i))
     }
 
     /// The line a pin selects.
-    pub fn line_for(&self, pin: &Partial) -> Option<Line> {
+    pub fn line_for(&self, pin: &Partial) -> Option<&Line> {
         let parts = pin.parts();
-        self.lines.iter().copied().find(|l| {
+        self.lines.iter().find(|l| {
             let full = [l.version.major, l.version.minor, l.version.patch];
             parts
                 .iter()
@@ -346,6 +338,9 @@ impl Catalog {
 
     /// The line names, for error messages: `18, 20, 22, 23`.
     pub fn describe(&self) -> String {
+        if self.lines.is_empty() {
+            return "none".to_string();
+        }
         let names: Vec<String> = self
             .lines
             .iter()
@@ -362,94 +357,181 @@ impl Catalog {
     }
 }
 
-/// Node.js lines in nixos-24.11.
-pub const NODE: Catalog = Catalog {
-    lines: &[
-        line(18, 20, 5, "nodejs_18"),
-        line(20, 18, 1, "nodejs_20"),
-        line(22, 11, 0, "nodejs_22"),
-        line(23, 2, 0, "nodejs_23"),
-    ],
-    line_parts: 1,
-    default: 1,
-};
+/// A tool autonix resolves against a branch's tables: the name of its table in
+/// `data/nixpkgs.json` and how many version parts name one of its release lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    Node,
+    Python,
+    Go,
+    Ruby,
+    Php,
+    Java,
+    Elixir,
+    Zig,
+    Pnpm,
+}
 
-/// CPython lines in nixos-24.11.
-pub const PYTHON: Catalog = Catalog {
-    lines: &[
-        line(3, 9, 20, "python39"),
-        line(3, 10, 15, "python310"),
-        line(3, 11, 10, "python311"),
-        line(3, 12, 7, "python312"),
-        line(3, 13, 0, "python313"),
-    ],
-    line_parts: 2,
-    default: 3,
-};
+impl Table {
+    const ALL: [Table; 9] = [
+        Table::Node,
+        Table::Python,
+        Table::Go,
+        Table::Ruby,
+        Table::Php,
+        Table::Java,
+        Table::Elixir,
+        Table::Zig,
+        Table::Pnpm,
+    ];
 
-/// Go lines in nixos-24.11; the attribute is the matching `buildGoModule` variant's suffix.
-pub const GO: Catalog = Catalog {
-    lines: &[line(1, 22, 9, "go_1_22"), line(1, 23, 3, "go_1_23")],
-    line_parts: 2,
-    default: 1,
-};
+    fn key(self) -> &'static str {
+        match self {
+            Table::Node => "node",
+            Table::Python => "python",
+            Table::Go => "go",
+            Table::Ruby => "ruby",
+            Table::Php => "php",
+            Table::Java => "java",
+            Table::Elixir => "elixir",
+            Table::Zig => "zig",
+            Table::Pnpm => "pnpm",
+        }
+    }
 
-pub const RUBY: Catalog = Catalog {
-    lines: &[
-        line(3, 1, 6, "ruby_3_1"),
-        line(3, 2, 6, "ruby_3_2"),
-        line(3, 3, 6, "ruby_3_3"),
-    ],
-    line_parts: 2,
-    default: 2,
-};
+    fn line_parts(self) -> usize {
+        match self {
+            Table::Node | Table::Java | Table::Pnpm => 1,
+            _ => 2,
+        }
+    }
+}
 
-pub const PHP: Catalog = Catalog {
-    lines: &[
-        line(8, 1, 31, "php81"),
-        line(8, 2, 26, "php82"),
-        line(8, 3, 14, "php83"),
-        line(8, 4, 1, "php84"),
-    ],
-    line_parts: 2,
-    default: 2,
-};
+/// One nixpkgs branch a generated flake may pin, with what it provides.
+#[derive(Debug, Clone)]
+pub struct Branch {
+    /// `nixos-24.11`, `nixos-unstable`.
+    pub name: String,
+    /// Where the tables came from and when (see `data/nixpkgs.json`).
+    pub source: String,
+    /// The rustc of the branch's `rustPlatform`; newer or pinned toolchains come from
+    /// rust-overlay.
+    pub rustc: Version,
+    catalogs: Vec<(Table, Catalog)>,
+}
 
-pub const JAVA: Catalog = Catalog {
-    lines: &[
-        line(8, 0, 432, "jdk8"),
-        line(11, 0, 25, "jdk11"),
-        line(17, 0, 13, "jdk17"),
-        line(21, 0, 5, "jdk21"),
-        line(23, 0, 1, "jdk23"),
-    ],
-    line_parts: 1,
-    default: 3,
-};
+impl Branch {
+    pub fn catalog(&self, table: Table) -> &Catalog {
+        static EMPTY: Catalog = Catalog {
+            lines: Vec::new(),
+            line_parts: 1,
+            default: None,
+        };
+        self.catalogs
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map_or(&EMPTY, |(_, c)| c)
+    }
+}
 
-pub const ELIXIR: Catalog = Catalog {
-    lines: &[
-        line(1, 14, 5, "elixir_1_14"),
-        line(1, 15, 8, "elixir_1_15"),
-        line(1, 16, 3, "elixir_1_16"),
-        line(1, 17, 3, "elixir_1_17"),
-    ],
-    line_parts: 2,
-    default: 2,
-};
+/// The branches' tables, kept as data so one command refreshes them
+/// (`autonix/scripts/update-nixpkgs-tables`); oldest branch first.
+const BRANCHES_JSON: &str = include_str!("../../data/nixpkgs.json");
 
-pub const ZIG: Catalog = Catalog {
-    lines: &[
-        line(0, 11, 0, "zig_0_11"),
-        line(0, 12, 1, "zig_0_12"),
-        line(0, 13, 0, "zig_0_13"),
-    ],
-    line_parts: 2,
-    default: 2,
-};
+/// Every branch autonix knows, oldest first. autonix pins the oldest that satisfies every
+/// project (see [`crate::analysis`]).
+pub fn branches() -> &'static [Branch] {
+    static BRANCHES: std::sync::OnceLock<Vec<Branch>> = std::sync::OnceLock::new();
+    BRANCHES.get_or_init(|| {
+        // The file is part of the crate, not input: a unit test parses it, so a broken
+        // table fails the tests rather than a user's run.
+        #[allow(clippy::expect_used)]
+        parse_branches(BRANCHES_JSON).expect("data/nixpkgs.json is valid (checked by tests)")
+    })
+}
 
-/// The rustc of nixpkgs' `rustPlatform`; newer or pinned toolchains come from rust-overlay.
-pub const NIXPKGS_RUSTC: Version = Version::new(1, 82, 0);
+/// The oldest branch: what a repository without version requirements gets.
+pub fn oldest_branch() -> &'static Branch {
+    #[allow(clippy::expect_used)]
+    branches()
+        .first()
+        .expect("data/nixpkgs.json lists a branch (checked by tests)")
+}
+
+fn parse_branches(text: &str) -> Result<Vec<Branch>, String> {
+    let json: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let list = json
+        .get("branches")
+        .and_then(|b| b.as_array())
+        .ok_or("no branches list")?;
+    let mut out = Vec::new();
+    for b in list {
+        let name = b
+            .get("branch")
+            .and_then(|v| v.as_str())
+            .ok_or("a branch without a name")?
+            .to_string();
+        let field = |key: &str| {
+            b.get(key)
+                .and_then(|v| v.as_str())
+                .ok_or(format!("{name}: no {key}"))
+        };
+        let source = field("source")?.to_string();
+        let rustc = Partial::parse(field("rustc")?)
+            .ok_or(format!("{name}: unreadable rustc"))?
+            .floor();
+        let mut catalogs = Vec::new();
+        for table in Table::ALL {
+            let Some(t) = b.get("tools").and_then(|t| t.get(table.key())) else {
+                continue;
+            };
+            let mut lines = Vec::new();
+            for (attr, version) in t
+                .get("lines")
+                .and_then(|l| l.as_object())
+                .ok_or(format!("{name}: {} has no lines", table.key()))?
+            {
+                let version = version
+                    .as_str()
+                    .and_then(Partial::parse)
+                    .ok_or(format!("{name}: unreadable version of {attr}"))?
+                    .floor();
+                lines.push(Line {
+                    version,
+                    attr: attr.clone(),
+                });
+            }
+            lines.sort_by_key(|l| l.version);
+            let default = match t.get("default").and_then(|d| d.as_str()) {
+                Some(d) => Some(
+                    lines
+                        .iter()
+                        .position(|l| l.attr == d)
+                        .ok_or(format!("{name}: default {d} is not among the lines"))?,
+                ),
+                None => None,
+            };
+            catalogs.push((
+                table,
+                Catalog {
+                    lines,
+                    line_parts: table.line_parts(),
+                    default,
+                },
+            ));
+        }
+        out.push(Branch {
+            name,
+            source,
+            rustc,
+            catalogs,
+        });
+    }
+    if out.is_empty() {
+        return Err("no branches".into());
+    }
+    Ok(out)
+}
 
 #[cfg(test)]
 mod tests {
@@ -524,14 +606,64 @@ mod tests {
 
     #[test]
     fn catalog_lines() {
+        let b = &branches()[0];
+        let (node, python) = (b.catalog(Table::Node), b.catalog(Table::Python));
         let pin = Partial::parse("18.17.0").expect("pin");
-        assert_eq!(NODE.line_for(&pin).map(|l| l.attr), Some("nodejs_18"));
-        assert_eq!(NODE.line_for(&Partial::parse("14").expect("pin")), None);
+        assert_eq!(
+            node.line_for(&pin).map(|l| l.attr.as_str()),
+            Some("nodejs_18")
+        );
+        assert_eq!(node.line_for(&Partial::parse("14").expect("pin")), None);
         let py = Partial::parse("3.11").expect("pin");
-        assert_eq!(PYTHON.line_for(&py).map(|l| l.attr), Some("python311"));
-        // A pin naming only the major of a two-part line picks the first of that major;
-        // resolution treats such a pin as a range instead (see detect::toolchains).
-        assert_eq!(NODE.describe(), "18, 20, 22, 23");
-        assert_eq!(PYTHON.describe(), "3.9, 3.10, 3.11, 3.12, 3.13");
+        assert_eq!(
+            python.line_for(&py).map(|l| l.attr.as_str()),
+            Some("python311")
+        );
+        assert_eq!(node.describe(), "18, 20, 22, 23");
+        assert_eq!(python.describe(), "3.9, 3.10, 3.11, 3.12, 3.13");
+    }
+
+    /// The shipped tables parse, oldest branch first, the branches the README names are
+    /// there, and every table has a default among its lines.
+    #[test]
+    fn branch_tables_are_complete() {
+        let names: Vec<&str> = branches().iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "nixos-24.11",
+                "nixos-25.05",
+                "nixos-25.11",
+                "nixos-unstable"
+            ]
+        );
+        for b in branches() {
+            assert!(
+                !b.source.is_empty(),
+                "{}: say where the values came from",
+                b.name
+            );
+            for t in Table::ALL {
+                let c = b.catalog(t);
+                assert!(!c.lines.is_empty(), "{}: no {} lines", b.name, t.key());
+                assert!(
+                    c.default_line().is_some(),
+                    "{}: no {} default",
+                    b.name,
+                    t.key()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn broken_tables_are_refused() {
+        assert!(parse_branches("{}").is_err());
+        let bad_default = r#"{"branches":[{"branch":"b","source":"s","rustc":"1.80",
+            "tools":{"go":{"default":"go_1_99","lines":{"go_1_22":"1.22.1"}}}}]}"#;
+        assert_eq!(
+            parse_branches(bad_default).err().as_deref(),
+            Some("b: default go_1_99 is not among the lines")
+        );
     }
 }

@@ -32,9 +32,21 @@ pub struct Analysis {
     pub schema: u32,
     /// The repository's name: its directory name, made safe for a Nix attribute.
     pub name: String,
+    /// The nixpkgs branch toolchains were resolved against and the flake pins.
+    #[serde(default)]
+    pub nixpkgs: NixpkgsChoice,
     /// Project roots in path order; `.` is the repository root.
     pub projects: Vec<Project>,
     pub stats: ScanStats,
+}
+
+/// Which nixpkgs branch a repository gets, and why: the oldest that satisfies every
+/// project's version requirements.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NixpkgsChoice {
+    /// `nixos-24.11`, `nixos-unstable`.
+    pub branch: String,
+    pub reason: String,
 }
 
 impl Analysis {

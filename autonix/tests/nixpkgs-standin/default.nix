@@ -110,8 +110,6 @@ let
       in f (builtins.intersectAttrs wanted (pkgs // { inherit pkgs; }) // overrides);
     writeShellScriptBin = name: text: assert builtins.isString text; drv name { };
     inherit rustPlatform buildGoModule beamPackages;
-    buildGo122Module = buildGoModule;
-    buildGo123Module = buildGoModule;
     makeRustPlatform = { cargo, rustc }: assert force [ cargo rustc ]; rustPlatform;
     buildNpmPackage = { pname ? null, name ? null, version ? null, src, npmDeps ? null, npmDepsHash ? null, ... }@args:
       assert npmDeps != null || npmDepsHash != null || throw "buildNpmPackage: set npmDeps or npmDepsHash";
@@ -130,9 +128,7 @@ let
     yarnConfigHook = tool "yarn-config-hook";
     yarnBuildHook = tool "yarn-build-hook";
     yarnInstallHook = tool "yarn-install-hook";
-    pnpm_8 = pnpmRelease "8";
-    pnpm_9 = pnpmRelease "9";
-    pnpm = pnpm_9;
+    pnpm = pkgs.pnpm_9;
     pnpmRelease = v: drv "pnpm-${v}" {
       fetchDeps = { pname, src, hash ? "", version ? null, ... }@args:
         assert force args; drv "${pname}-pnpm-deps" { };
@@ -152,24 +148,35 @@ let
         assert force args && builtins.isAttrs (builtins.fromJSON (builtins.readFile (requirePath "gradle.fetchDeps data" data)));
         drv "gradle-deps" { };
     };
-    zig_0_13 = drv "zig-0.13" { hook = tool "zig-hook"; };
-    python39 = pythonSet "3.9";
-    python310 = pythonSet "3.10";
-    python311 = pythonSet "3.11";
-    python312 = pythonSet "3.12";
-    python313 = pythonSet "3.13";
-    php81 = php "8.1"; php82 = php "8.2"; php83 = php "8.3"; php84 = php "8.4";
-    jdk17 = mkJdk "17"; jdk21 = mkJdk "21"; jdk23 = mkJdk "23"; jdk = jdk21;
-  } // builtins.listToAttrs (map (n: { name = n; value = tool n; }) [
-    "nodejs_18" "nodejs_20" "nodejs_22" "nodejs_23" "nodejs"
-    "ruby_3_1" "ruby_3_2" "ruby_3_3" "ruby" "bundler"
-    "go_1_22" "go_1_23" "go"
-    "elixir_1_14" "elixir_1_15" "elixir_1_16" "elixir_1_17" "elixir"
+    jdk = pkgs.jdk21;
+  }
+  # Every release line of every branch autonix has tables for (autonix/data/nixpkgs.json),
+  # made the way nixpkgs makes that kind of package.
+  // builtins.listToAttrs (map (attr: { name = attr; value = lineOf attr; }) lineAttrs)
+  // goModuleBuilders
+  // builtins.listToAttrs (map (n: { name = n; value = tool n; }) [
+    "nodejs" "ruby" "bundler" "go" "elixir"
     "rustc" "cargo" "clippy" "rustfmt" "rust-analyzer"
     "yarn" "bun" "poetry" "uv" "pdm" "pipenv"
     "cmake" "meson" "ninja" "gnumake" "pkg-config"
     "postgresql" "postgresql_12" "postgresql_13" "postgresql_14" "postgresql_15" "postgresql_16" "postgresql_17"
     "redis" "valkey" "mysql80" "mysql84" "mariadb" "mongodb" "rabbitmq-server" "memcached" "nginx" "minio" "elasticsearch"
   ]);
+  branches = (builtins.fromJSON (builtins.readFile ../../data/nixpkgs.json)).branches;
+  tables = builtins.concatMap (b: builtins.attrValues b.tools) branches;
+  lineAttrs = builtins.attrNames (builtins.foldl' (acc: t: acc // t.lines) { } tables);
+  hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
+  after = p: s: builtins.substring (builtins.stringLength p) 99 s;
+  # python312 -> "3.12", php83 -> "8.3", go_1_24 -> its buildGo124Module too.
+  lineOf = attr:
+    if hasPrefix "python3" attr then pythonSet "3.${after "python3" attr}"
+    else if hasPrefix "php" attr then php "${builtins.substring 3 1 attr}.${builtins.substring 4 9 attr}"
+    else if hasPrefix "jdk" attr then mkJdk (after "jdk" attr)
+    else if hasPrefix "pnpm_" attr then pkgs.pnpmRelease (after "pnpm_" attr)
+    else if hasPrefix "zig_" attr then drv attr { hook = tool "zig-hook"; }
+    else tool attr;
+  goModuleBuilders = builtins.listToAttrs (map
+    (attr: { name = "buildGo${builtins.replaceStrings [ "go_" "_" ] [ "" "" ] attr}Module"; value = buildGoModule; })
+    (builtins.filter (hasPrefix "go_") lineAttrs));
 in
 builtins.foldl' (acc: overlay: acc // overlay acc acc) pkgs overlays
