@@ -10,8 +10,9 @@ let
   versionOf = name:
     let r = builtins.tryEval (if pkgs ? ${name} then pkgs.${name}.version or null else null);
     in if r.success then r.value else null;
-  # jdk8's version is 8u432(-ga): written 8.0.432 like the other JDKs' three parts.
-  normalise = v: builtins.head (lib.splitString "-" (builtins.replaceStrings [ "u" ] [ ".0." ] v));
+  # jdk8's version is 8u432-ga: written 8.0.432 like the other JDKs' three parts; build
+  # suffixes (21.0.8+9) are dropped.
+  normalise = v: builtins.head (lib.splitString "[-+]" (builtins.replaceStrings [ "u" ] [ ".0." ] v));
   table = default: names:
     let
       present = builtins.filter (n: versionOf n != null) names;
