@@ -453,18 +453,21 @@ fn languages(ctx: &Ctx<'_>, out: &mut Out) {
             e.1 += f.lines;
         }
     }
+    let counted = ctx.inv.lines_counted;
     for (language, (files, lines, example)) in stats {
+        let reason = if counted {
+            format!("{files} files, {lines} lines by name, extension or shebang")
+        } else {
+            format!("{files} files by name, extension or shebang")
+        };
         out.add(
             language.name(),
             confidence::HIGH,
-            vec![ev(
-                example,
-                format!("{files} files, {lines} lines by name, extension or shebang"),
-            )],
+            vec![ev(example, reason)],
             Facts::Language {
                 language,
                 files,
-                lines,
+                lines: counted.then_some(lines),
             },
         );
     }

@@ -28,9 +28,10 @@ enum Command {
         /// Print the analysis as JSON (the shape repohub reads).
         #[arg(long)]
         json: bool,
-        /// Skip counting lines of source files: much faster on huge trees.
+        /// Also count the lines of every source file: reads each one, so a large tree
+        /// takes several times longer.
         #[arg(long)]
-        no_line_counts: bool,
+        line_counts: bool,
     },
     /// Generate a flake.nix for a repository.
     Flake {
@@ -73,10 +74,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan {
             path,
             json,
-            no_line_counts,
+            line_counts,
         } => {
             let options = ScanOptions {
-                count_lines: !no_line_counts,
+                count_lines: line_counts,
                 ..ScanOptions::default()
             };
             let analysis = analyze_with(&path, &options)?;
@@ -177,9 +178,12 @@ fn render_scan(a: &Analysis) -> String {
 
 fn summary(d: &Detection) -> String {
     match &d.facts {
-        Facts::Language { files, lines, .. } => {
-            format!("{} — {files} files, {lines} lines", d.what)
-        }
+        Facts::Language {
+            files,
+            lines: Some(lines),
+            ..
+        } => format!("{} — {files} files, {lines} lines", d.what),
+        Facts::Language { files, .. } => format!("{} — {files} files", d.what),
         _ => d.what.clone(),
     }
 }

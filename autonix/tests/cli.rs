@@ -41,6 +41,31 @@ fn scan_prints_projects_and_json() {
     assert_eq!(json["schema"], 1);
 }
 
+/// Line counts cost a read of every source file, so they are counted only when asked for.
+#[test]
+fn scan_counts_lines_only_when_asked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("lines");
+    std::fs::create_dir_all(root.join("src")).expect("mkdir");
+    std::fs::write(root.join("go.mod"), "module example.com/lines\n\ngo 1.22\n").expect("write");
+    std::fs::write(root.join("src/a.go"), "package a\n\nfunc A() {}\n").expect("write");
+    std::fs::write(root.join("src/b.go"), "package a\n\nfunc B() {}").expect("write");
+    let root_s = root.to_str().expect("utf-8 path");
+    let plain = text(&autonix(&["scan", root_s]).stdout);
+    assert!(plain.contains("Go — 2 files ["), "{plain}");
+    let counted = text(&autonix(&["scan", "--line-counts", root_s]).stdout);
+    assert!(counted.contains("Go — 2 files, 6 lines ["), "{counted}");
+    let json = autonix(&["scan", "--json", root_s]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");
+    let language = json["projects"][0]["detections"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["kind"] == "language"))
+        .expect("a language detection")
+        .clone();
+    assert_eq!(language["files"], 2);
+    assert!(language.get("lines").is_none(), "{language}");
+}
+
 #[test]
 fn explain_shows_evidence_with_lines() {
     let out = autonix(&[

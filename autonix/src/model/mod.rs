@@ -132,7 +132,9 @@ pub enum Facts {
     Language {
         language: Language,
         files: u64,
-        lines: u64,
+        /// Only when asked for ([`crate::ScanOptions::count_lines`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        lines: Option<u64>,
     },
     Ecosystem(Ecosystem),
     Toolchain(Toolchain),

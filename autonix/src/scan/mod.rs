@@ -81,9 +81,10 @@ pub struct ScanOptions {
     pub max_read_bytes: usize,
     /// Walker threads; 0 picks one per available core.
     pub threads: usize,
-    /// Count the lines of every source file. Reading each file is most of a scan's cost
-    /// (see the `scan` benchmark); without it languages are still found by name and
-    /// shebang, with line counts of 0, and only the files detection needs are read.
+    /// Count the lines of every source file. Off by default: nothing autonix decides
+    /// depends on line counts, and reading every source file to count them was most of a
+    /// scan's time (3.4× a bare walk; see the `scan` benchmark). Without it languages are
+    /// still found by name and shebang, and only the files detection needs are read.
     pub count_lines: bool,
 }
 
@@ -92,7 +93,7 @@ impl Default for ScanOptions {
         ScanOptions {
             max_read_bytes: DEFAULT_MAX_READ_BYTES,
             threads: 0,
-            count_lines: true,
+            count_lines: false,
         }
     }
 }
@@ -103,7 +104,7 @@ pub struct FileRecord {
     /// Path relative to the scanned root, `/`-separated.
     pub path: String,
     pub language: Option<Language>,
-    /// Newline count of the part that was read (source files only).
+    /// Newline count of the part that was read (source files, when lines are counted).
     pub lines: u64,
     pub binary: bool,
 }
@@ -121,6 +122,8 @@ pub struct Inventory {
     pub truncated_texts: Vec<String>,
     /// How many bytes of one file the scan reads at most.
     pub read_cap: usize,
+    /// Whether [`FileRecord::lines`] were counted ([`ScanOptions::count_lines`]).
+    pub lines_counted: bool,
     pub stats: ScanStats,
 }
 
@@ -245,6 +248,7 @@ pub fn scan(root: &Path, options: &ScanOptions) -> Result<Inventory, ScanError> 
         skipped_dirs,
         truncated_texts,
         read_cap: collector.max_read,
+        lines_counted: options.count_lines,
         stats,
     })
 }
