@@ -42,7 +42,7 @@ pub fn sanitize_name(raw: &str) -> String {
 
 /// The analysis of an inventory; `name` is the repository's name.
 pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
-    let (roots, test_data) = project_roots(inv);
+    let (roots, test_data, workspace_of) = project_roots(inv);
     // Files go to the deepest project root containing them. Files come sorted by path, so
     // those of one directory are neighbours and the root is looked up once per directory.
     let index_of: BTreeMap<&str, usize> = roots
@@ -74,6 +74,7 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
             inv,
             dir: dir.clone(),
             files,
+            workspace: workspace_of.get(dir).cloned(),
         };
         let mut out = Out::default();
         detect::rust::detect(&ctx, &mut out);
@@ -157,6 +158,13 @@ pub fn analyze(inv: &Inventory, name: &str) -> Analysis {
                 dir.clone()
             },
             name,
+            workspace: ctx.workspace.as_ref().map(|w| {
+                if w.is_empty() {
+                    ".".into()
+                } else {
+                    w.clone()
+                }
+            }),
             detections: out.detections,
             warnings: out.warnings,
             errors: out.errors,
@@ -343,8 +351,9 @@ fn is_test_data(dir: &str) -> bool {
 }
 
 /// Project roots, parents before children; `""` (the repository root) always first. The
-/// second list holds the directories with a manifest that were taken as test data.
-fn project_roots(inv: &Inventory) -> (Vec<String>, Vec<String>) {
+/// second list holds the directories with a manifest that were taken as test data; the map
+/// gives each JavaScript workspace member its workspace root.
+fn project_roots(inv: &Inventory) -> (Vec<String>, Vec<String>, BTreeMap<String, String>) {
     let mut markers: BTreeMap<String, BTreeMap<String, RootMarker>> = BTreeMap::new();
     for f in &inv.files {
         let (dir, file) = f.path.rsplit_once('/').unwrap_or(("", f.path.as_str()));
@@ -358,6 +367,7 @@ fn project_roots(inv: &Inventory) -> (Vec<String>, Vec<String>) {
     let mut roots: Vec<String> = vec![String::new()];
     let mut accepted: BTreeSet<String> = BTreeSet::new();
     let mut test_data = Vec::new();
+    let mut workspace_of = BTreeMap::new();
     for (dir, names) in &markers {
         if dir.is_empty() {
             continue;
@@ -381,11 +391,24 @@ fn project_roots(inv: &Inventory) -> (Vec<String>, Vec<String>) {
         let has = |n: &str| names.contains_key(n);
         let ancestor_has_manifest =
             parent.is_some_and(|p| p.values().any(|m| *m == RootMarker::Manifest));
+        // A JavaScript workspace member is a project of its own (its framework, port and
+        // start script are its own), built by its workspace's package.
+        let js_member = has("package.json")
+            && parent_has("package.json")
+            && (parent_text("package.json").contains("\"workspaces\"")
+                || inv.has_file(&join(&ancestor, "pnpm-workspace.yaml")));
+        if js_member {
+            // A member of a member belongs to the same workspace.
+            let root = workspace_of
+                .get(&ancestor)
+                .cloned()
+                .unwrap_or_else(|| ancestor.clone());
+            workspace_of.insert(dir.clone(), root);
+            roots.push(dir.clone());
+            accepted.insert(dir.clone());
+            continue;
+        }
         let folds = (has("Cargo.toml") && parent_has("Cargo.toml") && parent_text("Cargo.toml").contains("[workspace]"))
-            || (has("package.json")
-                && parent_has("package.json")
-                && (parent_text("package.json").contains("\"workspaces\"")
-                    || inv.has_file(&join(&ancestor, "pnpm-workspace.yaml"))))
             || (has("CMakeLists.txt") && parent_has("CMakeLists.txt"))
             || (has("meson.build") && parent_has("meson.build"))
             || ((has("build.gradle") || has("build.gradle.kts"))
@@ -407,7 +430,7 @@ fn project_roots(inv: &Inventory) -> (Vec<String>, Vec<String>) {
             accepted.insert(dir.clone());
         }
     }
-    (roots, test_data)
+    (roots, test_data, workspace_of)
 }
 
 fn join(dir: &str, name: &str) -> String {

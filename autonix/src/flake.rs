@@ -188,7 +188,9 @@ impl<'a> Plan<'a> {
             })
             // importNpmLock reads package-lock.json while evaluating: without one there is
             // no package to write (the dev shell still has node).
-            .filter(|(b, e)| !(*b == Builder::Npm && e.lockfile.is_none()));
+            .filter(|(b, e)| !(*b == Builder::Npm && e.lockfile.is_none()))
+            // A workspace member is built by its workspace's package.
+            .filter(|_| project.workspace.is_none());
         // Bun has no nixpkgs builder: such a project gets a dev shell and nothing else.
         let processes: Vec<(&Process, &Evidence)> = project
             .detections
@@ -661,7 +663,7 @@ impl<'a> Writer<'a> {
                 self.out.line("");
             }
             let wrote_package = package(&mut self.out, plan);
-            let wrote_server = server(&mut self.out, plan, wrote_package);
+            let wrote_server = server(&mut self.out, plan, wrote_package, self.plans);
             if !wrote_package && !wrote_server {
                 // Nothing for this project: remove the blank line written for it.
                 self.out.text.truncate(before);
@@ -1465,29 +1467,38 @@ fn package(o: &mut Out, plan: &Plan<'_>) -> bool {
 
 /// Writes `packages.<name>-server`, the wrapper running an interpreted project's start
 /// command; false when none is needed.
-fn server(o: &mut Out, plan: &Plan<'_>, has_package: bool) -> bool {
+fn server(o: &mut Out, plan: &Plan<'_>, has_package: bool, plans: &[Plan<'_>]) -> bool {
     let Some((process, evidence)) = plan.start else {
         return false;
     };
     if plan.builder.is_some_and(|(b, _)| b.runs_own_binary()) {
         return false;
     }
-    let name = plan.name();
+    // A workspace member runs from its workspace's built package, with its tools.
+    let (home, builder) = match &plan.project.workspace {
+        Some(path) => match plans.iter().find(|p| p.project.path == *path) {
+            Some(ws) if ws.builder.is_some() => (ws, ws.builder),
+            // The workspace has no package (no lockfile): nothing to run the member from.
+            _ => return false,
+        },
+        None => (plan, plan.builder),
+    };
+    let name = home.name();
     let src = plan.src();
     let mut inputs: Vec<String> = Vec::new();
     let mut dir = format!("${{{src}}}");
-    match plan.builder {
+    match builder {
         Some((Builder::Npm, _)) => {
             inputs.push(format!(
                 "pkgs.{}",
-                toolchain_expr(plan, Tool::Node, "nodejs")
+                toolchain_expr(home, Tool::Node, "nodejs")
             ));
             dir = format!("${{{}}}/lib/node_modules/{name}", attr(name));
         }
         Some((Builder::Yarn, _)) => {
             inputs.push(format!(
                 "pkgs.{}",
-                toolchain_expr(plan, Tool::Node, "nodejs")
+                toolchain_expr(home, Tool::Node, "nodejs")
             ));
             inputs.push("pkgs.yarn".into());
             dir = format!("${{{}}}/lib/node_modules/{name}", attr(name));
@@ -1495,13 +1506,13 @@ fn server(o: &mut Out, plan: &Plan<'_>, has_package: bool) -> bool {
         Some((Builder::Pnpm, eco)) => {
             inputs.push(format!(
                 "pkgs.{}",
-                toolchain_expr(plan, Tool::Node, "nodejs")
+                toolchain_expr(home, Tool::Node, "nodejs")
             ));
             inputs.push(format!("pkgs.{}", eco.backend.as_deref().unwrap_or("pnpm")));
             dir = format!("${{{}}}/lib/{name}", attr(name));
         }
         Some((Builder::PythonPackage, eco)) => {
-            let py = toolchain_expr(plan, Tool::Python, "python3");
+            let py = toolchain_expr(home, Tool::Python, "python3");
             inputs.push(
                 format!(
                     "(pkgs.{py}.withPackages (ps: with ps; [ {} ] ++ [ {} ]))",
@@ -1517,17 +1528,17 @@ fn server(o: &mut Out, plan: &Plan<'_>, has_package: bool) -> bool {
             inputs.push(format!("{}.wrappedRuby", attr(name)));
         }
         Some((Builder::Composer, _)) => {
-            inputs.push(format!("pkgs.{}", toolchain_expr(plan, Tool::Php, "php")));
+            inputs.push(format!("pkgs.{}", toolchain_expr(home, Tool::Php, "php")));
             dir = format!("${{{}}}/share/php/{name}", attr(name));
         }
         Some((Builder::Maven | Builder::Gradle, _)) => {
-            inputs.push(format!("pkgs.{}", toolchain_expr(plan, Tool::Java, "jdk")));
+            inputs.push(format!("pkgs.{}", toolchain_expr(home, Tool::Java, "jdk")));
             dir = format!("${{{}}}/share/{name}", attr(name));
         }
         _ => {
             // No builder: a Dockerfile or Procfile says how to run it; its base image says
             // which interpreter.
-            for t in plan.project.toolchains() {
+            for t in home.project.toolchains() {
                 inputs.push(match t.tool {
                     Tool::Rust if t.nixpkgs.starts_with("rust-bin") => {
                         format!("(pkgs.{})", t.nixpkgs)
@@ -1565,6 +1576,7 @@ fn server(o: &mut Out, plan: &Plan<'_>, has_package: bool) -> bool {
     } else {
         command
     };
+    let name = plan.name();
     o.open(&format!(
         "{} = pkgs.writeShellApplication {{",
         attr(&format!("{name}-server"))

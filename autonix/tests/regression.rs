@@ -544,16 +544,68 @@ fn members_needing_different_branches_refuse_only_the_odd_one() {
 #[test]
 fn workspace_member_app_is_deployed_through_the_workspace() {
     let text = flake("node-pnpm10-turbo");
-    assert!(text.contains("exec pnpm --filter web start"), "{text}");
     assert!(
-        text.contains("# Port 3000: Next.js listens on 3000 by default at apps/web/package.json:"),
+        text.contains("web-server = pkgs.writeShellApplication {"),
         "{text}"
     );
-    // A second member app is reported, not dropped silently.
+    assert!(text.contains("cd ${storefront}/lib/storefront\n"), "{text}");
+    assert!(text.contains("exec pnpm --filter web start"), "{text}");
+    assert!(
+        text.contains("# Port 3000: Next.js listens on 3000 by default."),
+        "{text}"
+    );
+    // A member app without a start script is reported, not dropped silently.
     let analysis = analyze("node-pnpm-workspace");
-    assert!(analysis.projects[0].warnings.iter().any(|w| w.message.starts_with(
-        "packages/server is a Fastify app in the pnpm workspace; autonix builds the workspace as one package and deploys at most one member (one with a `start` script)"
-    )));
+    let server = analysis
+        .projects
+        .iter()
+        .find(|p| p.path == "packages/server")
+        .expect("the member is a project");
+    assert_eq!(server.workspace.as_deref(), Some("."));
+    assert!(server.warnings.iter().any(|w| w.message
+        == "packages/server is a Fastify app in a pnpm workspace but has no `start` script, so it is not deployed; add one to packages/server/package.json and the flake runs it from the workspace"),
+        "{:?}", server.warnings);
+}
+
+/// Workspace members were folded into the workspace root: only the first app was deployed,
+/// on its framework's default port, and a member's own listen call was never read.
+#[test]
+fn workspace_members_are_analysed_on_their_own() {
+    let analysis = analyze("node-yarn-turbo-apps");
+    let paths: Vec<(&str, Option<&str>)> = analysis
+        .projects
+        .iter()
+        .map(|p| (p.path.as_str(), p.workspace.as_deref()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            (".", None),
+            ("apps/api", Some(".")),
+            ("apps/web", Some(".")),
+            ("packages/ui", Some("."))
+        ]
+    );
+    let root = &analysis.projects[0];
+    assert!(root.warnings.is_empty(), "{:?}", root.warnings);
+    // Members use the workspace's lockfile: no "no lockfile" warning each.
+    for p in &analysis.projects[1..] {
+        assert!(p.warnings.is_empty(), "{}: {:?}", p.path, p.warnings);
+    }
+    let text = autonix::generate_flake(&analysis).expect("flake");
+    for needle in [
+        // The api's port is its own listen call, the web app's its framework's.
+        "# Port 4000: listens on port 4000 (`listen(4000)`) at apps/api/src/server.js:5.",
+        "exec yarn workspace api start",
+        "# Port 3000: Next.js listens on 3000 by default.",
+        "exec yarn workspace web start",
+        "cd ${shop}/lib/node_modules/shop",
+    ] {
+        assert!(text.contains(needle), "{needle} missing in:\n{text}");
+    }
+    // One package builds the workspace; a library member gets no server.
+    assert_eq!(text.matches("pkgs.fetchYarnDeps").count(), 1, "{text}");
+    assert!(!text.contains("ui-server"), "{text}");
 }
 
 /// A Spring Boot app built with Maven got no service: nothing started its executable jar.

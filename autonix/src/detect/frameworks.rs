@@ -117,7 +117,6 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             _ => None,
         })
         .collect();
-    workspace_members(ctx, &ecosystems, out);
     let mut found = Vec::new();
     for eco in &ecosystems {
         for (family, dep, framework, port) in RULES {
@@ -145,6 +144,25 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         }
     }
     if out.has(|f| matches!(f, Facts::Process(_))) {
+        return;
+    }
+    if ctx.workspace.is_some() {
+        // A workspace member serves through its `start` script, run from the workspace.
+        if let (Some((framework, _)), Some(eco)) = (
+            found.first(),
+            ecosystems.iter().find(|e| e.ecosystem.is_node()),
+        ) {
+            out.warn(
+                format!(
+                    "{} is a {} app in a {} workspace but has no `start` script, so it is not deployed; add one to {} and the flake runs it from the workspace",
+                    ctx.dir,
+                    framework.name(),
+                    eco.ecosystem.name(),
+                    eco.manifest
+                ),
+                vec![ev(&eco.manifest, "no scripts.start")],
+            );
+        }
         return;
     }
     // Only the first framework decides the start command: Django with Flask installed is a
@@ -252,84 +270,6 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             source: ProcessSource::Framework,
         }),
     );
-}
-
-/// JavaScript workspace members are built with their workspace, as one package. The first
-/// member that is a web app with a `start` script (Next.js in `apps/web`) is run from that
-/// package (`pnpm --filter web start`) when the workspace itself has no start command; other
-/// member apps are reported, not silently dropped.
-fn workspace_members(ctx: &Ctx<'_>, ecosystems: &[crate::model::Ecosystem], out: &mut Out) {
-    for eco in ecosystems.iter().filter(|e| e.ecosystem.is_node()) {
-        let runner = match eco.ecosystem {
-            EcosystemKind::Pnpm => "pnpm --filter",
-            EcosystemKind::Yarn => "yarn workspace",
-            _ => "npm start --workspace",
-        };
-        for member in &eco.members {
-            let manifest = ctx.path(&format!("{member}/package.json"));
-            let Some(text) = ctx.inv.text(&manifest) else {
-                continue;
-            };
-            let Ok(json) = serde_json::from_str::<serde_json::Value>(text) else {
-                continue;
-            };
-            let depends = |dep: &str| {
-                ["dependencies", "devDependencies"]
-                    .iter()
-                    .any(|k| json.get(k).and_then(|d| d.get(dep)).is_some())
-            };
-            let Some((_, dep, framework, port)) = RULES
-                .iter()
-                .find(|(family, dep, _, _)| family(eco.ecosystem) && depends(dep))
-            else {
-                continue;
-            };
-            let name = json.get("name").and_then(|n| n.as_str()).unwrap_or(member);
-            let command = match eco.ecosystem {
-                EcosystemKind::Npm => format!("npm start --workspace {member}"),
-                _ => format!("{runner} {name} start"),
-            };
-            let has_start = json.pointer("/scripts/start").is_some();
-            let dep_line = dependency_line(text, dep);
-            if has_start && !out.has(|f| matches!(f, Facts::Process(_))) {
-                out.add(
-                    command.clone(),
-                    confidence::MEDIUM,
-                    vec![ev_line(
-                        &manifest,
-                        line_of(text, "\"start\""),
-                        format!("workspace member {member} is a {} app", framework.name()),
-                    )],
-                    Facts::Process(Process {
-                        name: "web".into(),
-                        command,
-                        source: ProcessSource::Framework,
-                    }),
-                );
-                if let Some(port) = port {
-                    out.add(
-                        format!("port {port}"),
-                        confidence::MEDIUM,
-                        vec![ev_line(
-                            &manifest,
-                            dep_line,
-                            format!("{} listens on {port} by default", framework.name()),
-                        )],
-                        Facts::Port { port: *port },
-                    );
-                }
-                continue;
-            }
-            out.warn(
-                format!(
-                    "{member} is a {} app in the {} workspace; autonix builds the workspace as one package and deploys at most one member (one with a `start` script), so add a cluster entry for it by hand (e.g. `{command}`)",
-                    framework.name(),
-                    eco.ecosystem.name(),
-                ),
-                vec![ev_line(&manifest, dep_line, format!("depends on {dep}"))],
-            );
-        }
-    }
 }
 
 /// The first line naming `dep` as a whole name: `flask` in `flask==3.0` but not in

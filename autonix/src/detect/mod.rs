@@ -33,6 +33,9 @@ pub struct Ctx<'a> {
     pub dir: String,
     /// Files of this project, excluding those of nested projects.
     pub files: Vec<&'a FileRecord>,
+    /// For a JavaScript workspace member: the workspace root's directory (empty for the
+    /// repository root), whose lockfile and package manager the member uses.
+    pub workspace: Option<String>,
 }
 
 impl<'a> Ctx<'a> {

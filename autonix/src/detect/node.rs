@@ -45,12 +45,37 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         }
     };
     let mut evidence = vec![ev(&manifest, "package.json")];
+    // A workspace member is installed by its workspace: the lockfile and the package
+    // manager are the workspace root's.
+    let lock_dir = ctx.workspace.as_deref().unwrap_or(ctx.dir.as_str());
+    let lock_path = |f: &str| {
+        if lock_dir.is_empty() {
+            f.to_string()
+        } else {
+            format!("{lock_dir}/{f}")
+        }
+    };
     let present: Vec<(&str, EcosystemKind)> = LOCKFILES
         .iter()
         .copied()
-        .filter(|(f, _)| ctx.has(f))
+        .filter(|(f, _)| ctx.inv.has_file(&lock_path(f)))
         .collect();
-    let declared = json
+    let workspace_json: Option<(String, Value)> = ctx.workspace.as_deref().and_then(|ws| {
+        let path = if ws.is_empty() {
+            "package.json".to_string()
+        } else {
+            format!("{ws}/package.json")
+        };
+        let json = serde_json::from_str(ctx.inv.text(&path)?).ok()?;
+        Some((path, json))
+    });
+    let (pm_manifest, pm_text, pm_json) = match &workspace_json {
+        Some((path, ws)) if json.get("packageManager").is_none() => {
+            (path.clone(), ctx.inv.text(path).unwrap_or_default(), ws)
+        }
+        _ => (manifest.clone(), text, &json),
+    };
+    let declared = pm_json
         .get("packageManager")
         .and_then(Value::as_str)
         .and_then(|pm| {
@@ -66,13 +91,13 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         });
     let kind = if let Some((pm, kind)) = declared {
         evidence.push(ev_line(
-            &manifest,
-            line_of(text, "\"packageManager\""),
+            &pm_manifest,
+            line_of(pm_text, "\"packageManager\""),
             format!("packageManager is {pm}"),
         ));
         kind
     } else if let Some((file, kind)) = present.first() {
-        evidence.push(ev(ctx.path(file), format!("{} lockfile", kind.name())));
+        evidence.push(ev(lock_path(file), format!("{} lockfile", kind.name())));
         *kind
     } else {
         EcosystemKind::Npm
@@ -83,7 +108,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     eco.lockfile = present
         .iter()
         .find(|(_, k)| *k == kind)
-        .map(|(f, _)| ctx.path(f));
+        .map(|(f, _)| lock_path(f));
     if eco.lockfile.is_none() {
         out.warn(
             format!(
@@ -111,7 +136,7 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             ),
             present
                 .iter()
-                .map(|(f, _)| ev(ctx.path(f), "lockfile"))
+                .map(|(f, _)| ev(lock_path(f), "lockfile"))
                 .collect(),
         );
     }
@@ -187,8 +212,23 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         _ => "npm",
     };
     if let Some(start) = eco.scripts.get("start") {
+        // A member starts from its workspace's package, the way its package manager runs
+        // one member's script from the workspace root.
+        let command = match (&ctx.workspace, kind) {
+            (None, _) => format!("{runner} start"),
+            (Some(_), EcosystemKind::Pnpm) => {
+                format!("pnpm --filter {} start", member_name(ctx, &eco))
+            }
+            (Some(_), EcosystemKind::Yarn) => {
+                format!("yarn workspace {} start", member_name(ctx, &eco))
+            }
+            (Some(_), EcosystemKind::Bun) => {
+                format!("bun run --filter {} start", member_name(ctx, &eco))
+            }
+            (Some(ws), _) => format!("npm start --workspace {}", member_dir(ctx, ws)),
+        };
         out.add(
-            format!("{runner} start → {start}"),
+            format!("{command} → {start}"),
             confidence::HIGH,
             vec![ev_line(
                 &manifest,
@@ -197,11 +237,16 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
             )],
             Facts::Process(Process {
                 name: "web".into(),
-                command: format!("{runner} start"),
+                command,
                 source: ProcessSource::PackageJson,
             }),
         );
-    } else if let Some(main) = json.get("main").and_then(Value::as_str) {
+    } else if let Some(main) = json
+        .get("main")
+        .and_then(Value::as_str)
+        // A workspace member's `main` is what the other members import.
+        .filter(|_| ctx.workspace.is_none())
+    {
         if ctx.has(main) {
             out.add(
                 format!("node {main}"),
@@ -248,6 +293,26 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     out.add(what, confidence::CERTAIN, evidence, Facts::Ecosystem(eco));
 }
 
+/// The name a package manager selects a workspace member by: its package name, else its
+/// directory.
+fn member_name(ctx: &Ctx<'_>, eco: &Ecosystem) -> String {
+    eco.package
+        .clone()
+        .unwrap_or_else(|| ctx.dir.rsplit('/').next().unwrap_or(&ctx.dir).to_string())
+}
+
+/// A member's directory relative to its workspace root (npm's `--workspace` takes it).
+fn member_dir(ctx: &Ctx<'_>, workspace: &str) -> String {
+    if workspace.is_empty() {
+        return ctx.dir.clone();
+    }
+    ctx.dir
+        .strip_prefix(workspace)
+        .and_then(|d| d.strip_prefix('/'))
+        .unwrap_or(&ctx.dir)
+        .to_string()
+}
+
 /// Workspace globs (`packages/*`) expanded to the directories holding a `package.json`.
 fn expand_members(ctx: &Ctx<'_>, patterns: &[String]) -> Vec<String> {
     let mut members = Vec::new();
@@ -257,8 +322,11 @@ fn expand_members(ctx: &Ctx<'_>, patterns: &[String]) -> Vec<String> {
             .strip_suffix("/*")
             .or_else(|| pattern.strip_suffix("/**"))
         {
-            for f in ctx.find(|p| {
-                p.strip_prefix(prefix)
+            // Members are projects of their own: their files are not the workspace's.
+            let base = ctx.path(prefix);
+            for f in ctx.inv.files.iter().filter(|f| {
+                f.path
+                    .strip_prefix(base.as_str())
                     .and_then(|r| r.strip_prefix('/'))
                     .and_then(|r| r.strip_suffix("/package.json"))
                     .is_some_and(|name| !name.contains('/'))

@@ -65,6 +65,11 @@ pub struct Project {
     pub path: String,
     /// Name used for packages and VMs: from the manifest, else the directory name.
     pub name: String,
+    /// For a member of a JavaScript workspace (pnpm, npm or Yarn workspaces, turbo): the
+    /// path of the project whose package builds the whole workspace. The member is
+    /// analysed on its own and runs from that package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
     pub detections: Vec<Detection>,
     /// Things worth knowing that did not stop anything (conflicting version hints...).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
