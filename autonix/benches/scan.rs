@@ -2,6 +2,8 @@
 //! walks of the same tree in the same run (`rg --files` when installed, and the `ignore`
 //! crate's own walk, sequential and parallel). Prints best and median of several rounds.
 //!
+//! Also runs the `autonix scan --json` binary as a whole process against `rg --files`.
+//!
 //! `cargo bench -p autonix --bench scan [-- FILES]`
 
 use std::path::Path;
@@ -177,6 +179,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|a| a.stats.files as usize)
             .unwrap_or(0)
     });
+    // The whole program as a user runs it, process start and JSON output included.
+    let process = time("autonix scan --json (whole process)", || {
+        let out = Command::new(env!("CARGO_BIN_EXE_autonix"))
+            .args(["scan", "--json"])
+            .arg(&root)
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        serde_json::from_slice::<serde_json::Value>(&out)
+            .ok()
+            .and_then(|a| a["stats"]["files"].as_u64())
+            .unwrap_or(0) as usize
+    });
     let analysis = autonix::analyze(&root, &Default::default())?;
     println!(
         "autonix found {} projects, {} binary files",
@@ -184,6 +199,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         analysis.stats.binary_files
     );
     if let Some(rg) = rg_time {
+        println!(
+            "ratio autonix scan process / rg --files: {:.2}x",
+            process.as_secs_f64() / rg.as_secs_f64()
+        );
         println!(
             "ratio autonix / rg --files: {:.2}x; with --line-counts: {:.2}x",
             full.as_secs_f64() / rg.as_secs_f64(),
