@@ -152,8 +152,17 @@ fn render_scan(a: &Analysis) -> String {
         a.stats.skipped_dirs,
         a.stats.unreadable
     ));
+    s.push_str(&format!(
+        "nixpkgs {}: {}\n",
+        a.nixpkgs.branch, a.nixpkgs.reason
+    ));
     for p in &a.projects {
         s.push_str(&format!("\n{} ({})\n", p.path, p.name));
+        if let Some(ws) = &p.workspace {
+            s.push_str(&format!(
+                "  member of the workspace at {ws}, built by its package\n"
+            ));
+        }
         let mut kind = "";
         for d in &p.detections {
             if d.facts.kind() != kind {
@@ -189,7 +198,7 @@ fn summary(d: &Detection) -> String {
 }
 
 fn render_explain(a: &Analysis) -> String {
-    let mut s = String::new();
+    let mut s = format!("nixpkgs {}: {}\n\n", a.nixpkgs.branch, a.nixpkgs.reason);
     for p in &a.projects {
         s.push_str(&format!("{} ({})\n", p.path, p.name));
         for d in &p.detections {

@@ -66,6 +66,22 @@ fn scan_counts_lines_only_when_asked() {
     assert!(language.get("lines").is_none(), "{language}");
 }
 
+/// The branch autonix pins was only visible in the flake; scan and explain say it too.
+#[test]
+fn scan_and_explain_name_the_nixpkgs_branch() {
+    let root = fixture("python-needs-newer-branch");
+    let root_s = root.to_str().expect("utf-8 path");
+    for command in ["scan", "explain"] {
+        let out = autonix(&[command, root_s]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let s = text(&out.stdout);
+        assert!(
+            s.contains("nixpkgs nixos-25.11: the oldest branch that satisfies every version requirement: nixos-25.05 does not satisfy them"),
+            "{command}: {s}"
+        );
+    }
+}
+
 #[test]
 fn explain_shows_evidence_with_lines() {
     let out = autonix(&[

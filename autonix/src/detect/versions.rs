@@ -445,14 +445,12 @@ pub fn branches() -> &'static [Branch] {
     BRANCHES.get_or_init(|| {
         // The file is part of the crate, not input: a unit test parses it, so a broken
         // table fails the tests rather than a user's run.
-        #[allow(clippy::expect_used)]
         parse_branches(BRANCHES_JSON).expect("data/nixpkgs.json is valid (checked by tests)")
     })
 }
 
 /// The oldest branch: what a repository without version requirements gets.
 pub fn oldest_branch() -> &'static Branch {
-    #[allow(clippy::expect_used)]
     branches()
         .first()
         .expect("data/nixpkgs.json lists a branch (checked by tests)")
