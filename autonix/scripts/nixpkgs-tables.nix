@@ -35,4 +35,8 @@ in {
   elixir = table "elixir" (numbered (n: "elixir_1_${n}") 10 30);
   zig = table "zig" (numbered (n: "zig_0_${n}") 9 30);
   pnpm = table "pnpm" (numbered (n: "pnpm_${n}") 6 20);
+  postgresql = table "postgresql" (numbered (n: "postgresql_${n}") 10 30);
+  # There is no unversioned mysql: the oldest line still carried is the fallback.
+  mysql = let names = [ "mysql57" "mysql80" "mysql84" ] ++ numbered (n: "mysql9${n}") 0 9;
+    in table (lib.findFirst (n: versionOf n != null) "mysql80" names) names;
 }

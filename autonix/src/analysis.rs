@@ -300,6 +300,19 @@ fn choose_branch(pending: &[(Ctx<'_>, Out, BTreeSet<Tool>)]) -> (NixpkgsChoice, 
 /// Adds a branch's toolchain resolution to a project's detections; the pnpm release goes
 /// into the pnpm ecosystem it belongs to.
 fn merge_resolution(out: &mut Out, r: Resolution) {
+    for (name, asked, used) in &r.services {
+        for d in &mut out.detections {
+            if let Facts::Service(s) = &mut d.facts {
+                if let Some(n) = s
+                    .nixos
+                    .as_mut()
+                    .filter(|n| &s.name == name && &n.package == asked)
+                {
+                    n.package = used.clone();
+                }
+            }
+        }
+    }
     if let Some(pnpm) = r.pnpm {
         for d in &mut out.detections {
             if let Facts::Ecosystem(e) = &mut d.facts {

@@ -341,10 +341,17 @@ fn databases_from_ci_services_and_drivers() {
             ),
         ]
     );
-    assert!(analysis.projects[0]
-        .warnings
-        .iter()
-        .any(|w| w.message.contains("postgres:18 asks for major version 18")));
+    // PostgreSQL 18 is not in nixos-24.11: the oldest branch carrying it is pinned.
+    assert_eq!(analysis.nixpkgs.branch, "nixos-25.11");
+    assert!(
+        analysis.nixpkgs.reason.contains(
+            "nixos-25.05 does not satisfy them (.github/workflows/test.yml: postgres:18 asks for major version 18, which nixpkgs nixos-25.05 does not carry"
+        ),
+        "{}",
+        analysis.nixpkgs.reason
+    );
+    let flake = autonix::generate_flake(&analysis).expect("flake");
+    assert!(flake.contains("pkgs.postgresql_18"), "{flake}");
     let drivers_only = analyze("go-gin");
     assert_eq!(
         services(&drivers_only),
@@ -364,10 +371,11 @@ fn databases_from_devcontainer_compose_and_env_names() {
             ("services.postgresql".to_string(), None),
         ]
     );
+    // No branch carries MySQL 9.6: the default MySQL with a warning, never silently.
     assert!(analysis.projects[0]
         .warnings
         .iter()
-        .any(|w| w.message.contains("mysql:9.6 asks for major version 9.6")));
+        .any(|w| w.message.contains("mysql:9.6 asks for major version 9.6, which nixpkgs nixos-24.11 does not carry; the flake uses pkgs.mysql80 (8.0)")));
 }
 
 /// Checks that cannot run in the Nix sandbox: `poetry run pytest` (creates a venv) and

@@ -5,7 +5,7 @@
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::detect::containers::{major_mismatch, nixos_service};
+use crate::detect::containers::nixos_service;
 use crate::detect::frameworks::dependency_line;
 use crate::detect::{ev_line, line_of, Ctx, Out};
 use crate::model::{confidence, Evidence, Facts, Service};
@@ -153,9 +153,6 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
         });
         if known {
             continue;
-        }
-        if let Some(note) = image.as_deref().and_then(|i| major_mismatch(i, &nixos)) {
-            out.warn(format!("{}: {note}", evidence.file), vec![evidence.clone()]);
         }
         let name = nixos
             .package

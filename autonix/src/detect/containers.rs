@@ -196,29 +196,27 @@ fn host_command(command: &str, workdir: Option<&str>) -> Result<(String, Vec<Str
     Ok((rest.join(" "), dropped))
 }
 
-/// The branch the database majors below were taken from. They are not yet kept per branch
-/// in `data/nixpkgs.json` like the toolchains: a flake pinning a newer branch may name a
-/// major that branch dropped (PostgreSQL 12 and 13 were removed after 24.11).
-const SERVICE_TABLE_BRANCH: &str = "nixos-24.11";
-
-/// The NixOS service replacing a well-known image, with its usual port.
+/// The NixOS service replacing a well-known image, with its usual port. A database image's
+/// major selects the package of that major (`postgres:15` → `postgresql_15`, `mysql:8.4` →
+/// `mysql84`) whether or not nixpkgs carries it: the branch tables decide that, and a major
+/// the pinned branch lacks is replaced with its default and a warning
+/// (`detect::toolchains::resolve_on`).
 pub fn nixos_service(image: &str) -> Option<NixosService> {
     let (name, tag) = image.split_once(':').unwrap_or((image, ""));
     let name = name.rsplit('/').next().unwrap_or(name);
     let major: String = tag.chars().take_while(|c| c.is_ascii_digit()).collect();
     let (module, package, port) = match name {
         "postgres" | "postgis" => {
-            // nixos-24.11 carries PostgreSQL 12–17; other majors fall back to the default.
-            let package = match major.as_str() {
-                "12" | "13" | "14" | "15" | "16" | "17" => format!("postgresql_{major}"),
-                _ => "postgresql".to_string(),
+            let package = if major.is_empty() {
+                "postgresql".to_string()
+            } else {
+                format!("postgresql_{major}")
             };
             ("services.postgresql", package, 5432)
         }
         "redis" => ("services.redis.servers", "redis".to_string(), 6379),
         "valkey" => ("services.redis.servers", "valkey".to_string(), 6379),
         "mysql" => {
-            // nixos-24.11 carries MySQL 8.0 and 8.4.
             let minor: String = tag
                 .split('.')
                 .nth(1)
@@ -227,8 +225,9 @@ pub fn nixos_service(image: &str) -> Option<NixosService> {
                 .take_while(|c| c.is_ascii_digit())
                 .collect();
             let package = match (major.as_str(), minor.as_str()) {
-                ("8", "4") => "mysql84".to_string(),
-                _ => "mysql80".to_string(),
+                ("", _) | ("8", "") => "mysql80".to_string(),
+                (major, "") => format!("mysql{major}0"),
+                (major, minor) => format!("mysql{major}{minor}"),
             };
             ("services.mysql", package, 3306)
         }
@@ -246,36 +245,6 @@ pub fn nixos_service(image: &str) -> Option<NixosService> {
         package,
         port,
     })
-}
-
-/// When an image's major version is not the one the NixOS package provides, what to check:
-/// a database's data directory only opens with the major that wrote it.
-pub fn major_mismatch(image: &str, nixos: &NixosService) -> Option<String> {
-    let tag = image.split_once(':').map_or("", |(_, t)| t);
-    let major: String = tag.chars().take_while(|c| c.is_ascii_digit()).collect();
-    if major.is_empty() {
-        return None;
-    }
-    let provided = match nixos.package.as_str() {
-        p if p.starts_with("postgresql_") => p.trim_start_matches("postgresql_").to_string(),
-        "postgresql" => "16".to_string(),
-        "mysql80" => "8.0".to_string(),
-        "mysql84" => "8.4".to_string(),
-        _ => return None,
-    };
-    let wanted = if provided.contains('.') {
-        tag.split(['-', '@']).next().unwrap_or(tag).to_string()
-    } else {
-        major.clone()
-    };
-    if provided == wanted || wanted.starts_with(&format!("{provided}.")) {
-        return None;
-    }
-    Some(format!(
-        "{image} asks for major version {wanted}, which nixpkgs {} does not carry; the flake uses pkgs.{} ({provided}) — a data directory written by another major does not open, so check before deploying",
-        SERVICE_TABLE_BRANCH,
-        nixos.package
-    ))
 }
 
 /// Container ports of a compose `ports:` entry (`"8080:80"`, `5432`, `{target: 80}`).
@@ -498,14 +467,6 @@ fn compose(ctx: &Ctx<'_>, path: &str, text: &str, backing_only: bool, out: &mut 
         if backing_only && nixos.is_none() {
             continue;
         }
-        if let (Some(n), Some(i)) = (&nixos, &image) {
-            if let Some(note) = major_mismatch(i, n) {
-                out.warn(
-                    format!("{path}: {note}"),
-                    vec![ev_line(path, line_of(text, i), format!("image {i}"))],
-                );
-            }
-        }
         if ports.is_empty() {
             if let Some(n) = &nixos {
                 ports.push(n.port);
@@ -652,6 +613,12 @@ mod tests {
             nixos_service("docker.io/library/redis:7").map(|s| s.port),
             Some(6379)
         );
+        let package = |image| nixos_service(image).map(|s| s.package);
+        assert_eq!(package("postgres"), Some("postgresql".into()));
+        assert_eq!(package("postgres:18"), Some("postgresql_18".into()));
+        assert_eq!(package("mysql:8"), Some("mysql80".into()));
+        assert_eq!(package("mysql:8.4.2"), Some("mysql84".into()));
+        assert_eq!(package("mysql:9.6"), Some("mysql96".into()));
         assert!(nixos_service("myorg/api:latest").is_none());
     }
 }

@@ -54,8 +54,11 @@ pub struct Resolution {
     pub out: Out,
     /// The nixpkgs pnpm attribute, for a project built with pnpm.
     pub pnpm: Option<String>,
-    /// Requirements the branch does not meet: refused toolchains, and a pnpm major it
-    /// lacks (served by another pnpm with a warning).
+    /// Database packages the branch lacks, replaced by its default: (service name, the
+    /// package the image asked for, the branch's package).
+    pub services: Vec<(String, String, String)>,
+    /// Requirements the branch does not meet: refused toolchains, and a pnpm or database
+    /// major it lacks (served by another with a warning).
     pub unmet: usize,
 }
 
@@ -74,6 +77,19 @@ pub fn resolve_on(
         Facts::Ecosystem(e) if e.ecosystem == EcosystemKind::Pnpm => Some(e.manifest.as_str()),
         _ => None,
     });
+    for d in &base.detections {
+        let Facts::Service(service) = &d.facts else {
+            continue;
+        };
+        let Some(nixos) = &service.nixos else {
+            continue;
+        };
+        if let Some(fallback) = database_release(service, &nixos.package, branch, d, &mut r.out) {
+            r.services
+                .push((service.name.clone(), nixos.package.clone(), fallback));
+            r.unmet += 1;
+        }
+    }
     if let Some(manifest) = pnpm_manifest {
         // A workspace member's pnpm is its workspace's.
         let workspace_manifest = ctx.workspace.as_deref().map(|ws| {
@@ -92,6 +108,52 @@ pub fn resolve_on(
         }
     }
     r
+}
+
+/// For a database service whose image asks for a major `branch` lacks (`postgres:18` on
+/// nixos-24.11): the branch's default package to use instead, with a warning — a data
+/// directory only opens with the major that wrote it. `None` when the branch has it.
+fn database_release(
+    service: &crate::model::Service,
+    package: &str,
+    branch: &Branch,
+    detection: &crate::model::Detection,
+    out: &mut Out,
+) -> Option<String> {
+    let table = if package.starts_with("postgresql") {
+        Table::Postgresql
+    } else if package.starts_with("mysql") {
+        Table::Mysql
+    } else {
+        return None;
+    };
+    let cat = branch.catalog(table);
+    if package == "postgresql" || cat.lines.iter().any(|l| l.attr == package) {
+        return None;
+    }
+    let fallback = cat.default_line()?;
+    let image = service.image.as_deref().unwrap_or(package);
+    let tag = image.rsplit_once(':').map_or("", |(_, t)| t);
+    let wanted = match table {
+        Table::Mysql => tag.split(['-', '@']).next().unwrap_or(tag).to_string(),
+        _ => tag.chars().take_while(char::is_ascii_digit).collect(),
+    };
+    let provided = match table {
+        Table::Mysql => format!("{}.{}", fallback.version.major, fallback.version.minor),
+        _ => fallback.version.major.to_string(),
+    };
+    let file = detection
+        .evidence
+        .first()
+        .map_or_else(String::new, |e| format!("{}: ", e.file));
+    out.warn(
+        format!(
+            "{file}{image} asks for major version {wanted}, which nixpkgs {} does not carry; the flake uses pkgs.{} ({provided}) — a data directory written by another major does not open, so check before deploying",
+            branch.name, fallback.attr
+        ),
+        detection.evidence.clone(),
+    );
+    Some(fallback.attr.clone())
 }
 
 /// The nixpkgs pnpm attribute for `packageManager: "pnpm@x.y.z"` on `branch`, and whether

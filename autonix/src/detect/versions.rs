@@ -370,10 +370,12 @@ pub enum Table {
     Elixir,
     Zig,
     Pnpm,
+    Postgresql,
+    Mysql,
 }
 
 impl Table {
-    const ALL: [Table; 9] = [
+    const ALL: [Table; 11] = [
         Table::Node,
         Table::Python,
         Table::Go,
@@ -383,6 +385,8 @@ impl Table {
         Table::Elixir,
         Table::Zig,
         Table::Pnpm,
+        Table::Postgresql,
+        Table::Mysql,
     ];
 
     fn key(self) -> &'static str {
@@ -396,12 +400,14 @@ impl Table {
             Table::Elixir => "elixir",
             Table::Zig => "zig",
             Table::Pnpm => "pnpm",
+            Table::Postgresql => "postgresql",
+            Table::Mysql => "mysql",
         }
     }
 
     fn line_parts(self) -> usize {
         match self {
-            Table::Node | Table::Java | Table::Pnpm => 1,
+            Table::Node | Table::Java | Table::Pnpm | Table::Postgresql => 1,
             _ => 2,
         }
     }
