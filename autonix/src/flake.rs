@@ -43,16 +43,39 @@ const FALLBACK_PORT: u16 = 8080;
 /// its reasons in a comment, so one bad member does not block the others; the flake is
 /// refused only when nothing else is left to build or run.
 pub fn generate(analysis: &Analysis) -> Result<String, FlakeError> {
-    let errors: Vec<String> = analysis
+    let mut errors: Vec<String> = analysis
         .errors()
         .map(|(p, e)| format!("in {}: {}", p.path, e.message))
         .collect();
-    let plans: Vec<Plan<'_>> = analysis
+    let mut plans: Vec<Plan<'_>> = analysis
         .projects
         .iter()
         .filter(|p| p.errors.is_empty())
         .map(Plan::new)
         .collect();
+    // A workspace member runs from its workspace's package: without one (the workspace was
+    // refused, or has no lockfile to build from) there is nothing to run it from.
+    let built: BTreeSet<String> = plans
+        .iter()
+        .filter(|p| p.builder.is_some())
+        .map(|p| p.project.path.clone())
+        .collect();
+    for plan in &mut plans {
+        if let Some(ws) = plan
+            .project
+            .workspace
+            .as_ref()
+            .filter(|ws| !built.contains(*ws))
+        {
+            if plan.start.take().is_some() {
+                plan.port = None;
+                errors.push(format!(
+                    "in {}: it is a member of the workspace at {ws}, which the flake does not build, so it is not run",
+                    plan.project.path
+                ));
+            }
+        }
+    }
     let useful = plans
         .iter()
         .any(|p| p.builder.is_some() || p.start.is_some() || !p.project.toolchains().is_empty());

@@ -616,6 +616,34 @@ fn workspace_members_are_analysed_on_their_own() {
     assert!(!text.contains("ui-server"), "{text}");
 }
 
+/// A workspace member runs from its workspace's package; a workspace without one (an npm
+/// workspace with no package-lock.json) must not leave the member's VM naming a server that
+/// was never written.
+#[test]
+fn member_of_an_unbuilt_workspace_is_not_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("nolock");
+    std::fs::create_dir_all(root.join("apps/web")).expect("mkdir");
+    std::fs::write(
+        root.join("package.json"),
+        "{\"name\":\"nolock\",\"private\":true,\"workspaces\":[\"apps/*\"]}\n",
+    )
+    .expect("write");
+    std::fs::write(
+        root.join("apps/web/package.json"),
+        "{\"name\":\"web\",\"scripts\":{\"start\":\"next start\"},\"dependencies\":{\"next\":\"14.2.3\"}}\n",
+    )
+    .expect("write");
+    let analysis = autonix::analyze(&root, &ScanOptions::default()).expect("analysis");
+    assert_eq!(analysis.projects[1].workspace.as_deref(), Some("."));
+    let text = autonix::generate_flake(&analysis).expect("flake: the dev shell remains");
+    assert!(!text.contains("web-server"), "{text}");
+    assert!(
+        text.contains("# Left out because autonix refuses to guess: in apps/web: it is a member of the workspace at .,\n# which the flake does not build, so it is not run"),
+        "{text}"
+    );
+}
+
 /// A Spring Boot app built with Maven got no service: nothing started its executable jar.
 #[test]
 fn spring_boot_runs_its_executable_jar_as_a_service() {
