@@ -214,7 +214,7 @@ fn choose_branch(pending: &[(Ctx<'_>, Out, BTreeSet<Tool>)]) -> (NixpkgsChoice, 
             .map(|(ctx, out, tools)| toolchains::resolve_on(ctx, tools, out, b))
             .collect()
     };
-    let unmet = |r: &[Resolution]| r.iter().filter(|r| r.unmet > 0).count();
+    let unmet = |r: &[Resolution]| r.iter().filter(|r| !r.unmet.is_empty()).count();
     // Newer branches are resolved only when the older ones fall short.
     let mut tried: Vec<Vec<Resolution>> = Vec::new();
     for b in branches {
@@ -231,12 +231,10 @@ fn choose_branch(pending: &[(Ctx<'_>, Out, BTreeSet<Tool>)]) -> (NixpkgsChoice, 
     let chosen = &branches[best];
     // Why not an older branch: the first thing the newest older one could not provide.
     let older = best.checked_sub(1).and_then(|i| {
-        let first = tried[i]
-            .iter()
-            .find_map(|r| r.out.errors.first().or(r.out.warnings.first()))?;
+        let first = tried[i].iter().find_map(|r| r.unmet.first())?;
         Some(format!(
-            "{} does not satisfy them ({})",
-            branches[i].name, first.message
+            "{} does not satisfy them ({first})",
+            branches[i].name
         ))
     });
     let reason = match (unmet(&tried[best]), older) {
@@ -253,13 +251,13 @@ fn choose_branch(pending: &[(Ctx<'_>, Out, BTreeSet<Tool>)]) -> (NixpkgsChoice, 
     let mut resolutions = tried.swap_remove(best);
     if unmet(&resolutions) > 0 {
         for (i, r) in resolutions.iter_mut().enumerate() {
-            if r.unmet == 0 {
+            if r.unmet.is_empty() {
                 continue;
             }
             let (ctx, out, tools) = &pending[i];
             // A branch that would serve this project alone, for the message.
             let alone = branches.iter().find(|b| {
-                b.name != chosen.name && toolchains::resolve_on(ctx, tools, out, b).unmet == 0
+                b.name != chosen.name && toolchains::resolve_on(ctx, tools, out, b).unmet.is_empty()
             });
             let message = match alone {
                 Some(b) => format!(

@@ -57,9 +57,9 @@ pub struct Resolution {
     /// Database packages the branch lacks, replaced by its default: (service name, the
     /// package the image asked for, the branch's package).
     pub services: Vec<(String, String, String)>,
-    /// Requirements the branch does not meet: refused toolchains, and a pnpm or database
-    /// major it lacks (served by another with a warning).
-    pub unmet: usize,
+    /// Requirements the branch does not meet, as the messages that say so: refused
+    /// toolchains, and a pnpm or database major it lacks (served by another with a warning).
+    pub unmet: Vec<String>,
 }
 
 /// Resolves the project's toolchains (see [`detect`]) and its pnpm against `branch`;
@@ -72,7 +72,7 @@ pub fn resolve_on(
 ) -> Resolution {
     let mut r = Resolution::default();
     detect(ctx, tools, branch, &mut r.out);
-    r.unmet = r.out.errors.len();
+    r.unmet = r.out.errors.iter().map(|e| e.message.clone()).collect();
     let pnpm_manifest = base.detections.iter().find_map(|d| match &d.facts {
         Facts::Ecosystem(e) if e.ecosystem == EcosystemKind::Pnpm => Some(e.manifest.as_str()),
         _ => None,
@@ -87,7 +87,8 @@ pub fn resolve_on(
         if let Some(fallback) = database_release(service, &nixos.package, branch, d, &mut r.out) {
             r.services
                 .push((service.name.clone(), nixos.package.clone(), fallback));
-            r.unmet += 1;
+            r.unmet
+                .extend(r.out.warnings.last().map(|w| w.message.clone()));
         }
     }
     if let Some(manifest) = pnpm_manifest {
@@ -104,7 +105,8 @@ pub fn resolve_on(
         let (attr, met) = pnpm_release(manifest, text, branch, &mut r.out);
         r.pnpm = Some(attr);
         if !met {
-            r.unmet += 1;
+            r.unmet
+                .extend(r.out.warnings.last().map(|w| w.message.clone()));
         }
     }
     r
