@@ -124,6 +124,11 @@ fn eval_check(case: &str, root: &Path, flake: &str) -> Result<(), String> {
     copy_regular(root, &copy);
     std::fs::write(copy.join("flake.nix"), flake).expect("write flake");
     let standin = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/nixpkgs-standin");
+    // The stand-in provides only the release lines of the branch the flake pins.
+    let branch = flake
+        .split_once("nixpkgs.url = \"github:NixOS/nixpkgs/")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map_or("", |(branch, _)| branch);
     let out = Command::new("nix-instantiate")
         .args(["--eval", "--strict", "--json", "--read-write-mode"])
         .arg(standin.join("eval.nix"))
@@ -137,6 +142,7 @@ fn eval_check(case: &str, root: &Path, flake: &str) -> Result<(), String> {
             "NIX_CONFIG",
             "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false",
         )
+        .env("AUTONIX_STANDIN_BRANCH", branch)
         .output()
         .expect("nix-instantiate is installed");
     if out.status.success() {
@@ -251,4 +257,15 @@ fn nixpkgs_standin_rejects_what_nixpkgs_rejects() {
         &flake("pkgs.writeShellApplication { name = \"x\"; text = \"true\"; }"),
     )
     .expect("a correct call evaluates");
+    // Release lines are those of the branch the flake pins: nixos-24.11 has PostgreSQL 12,
+    // nixos-25.05 dropped it.
+    let pinned = |branch: &str| {
+        flake("pkgs.postgresql_12").replace(
+            "{ outputs",
+            &format!("{{ inputs.nixpkgs.url = \"github:NixOS/nixpkgs/{branch}\"; outputs"),
+        )
+    };
+    eval_check("repo", &root, &pinned("nixos-24.11")).expect("nixos-24.11 has postgresql_12");
+    let err = eval_check("repo", &root, &pinned("nixos-25.05")).expect_err("25.05 lacks it");
+    assert!(err.contains("attribute 'postgresql_12' missing"), "{err}");
 }

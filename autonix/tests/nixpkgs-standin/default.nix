@@ -4,7 +4,9 @@
 # argument sets (writeShellApplication, runCommand…) reject unknown ones, and files real
 # nixpkgs reads while evaluating (Cargo.lock, package-lock.json, gemset.nix, deps.json) are
 # read here too. Every package is a `builtins.derivation` that is instantiated, never built.
-# It is not nixpkgs: versions, outputs and build logic are not modelled.
+# Versioned packages (nodejs_22, go_1_24, postgresql_17…) are those of the branch the flake
+# pins, from autonix/data/nixpkgs.json. It is not nixpkgs: versions, outputs and build logic
+# are not modelled.
 { system ? builtins.currentSystem, overlays ? [ ], config ? { } }:
 let
   lib = import ./lib.nix;
@@ -128,7 +130,7 @@ let
     yarnConfigHook = tool "yarn-config-hook";
     yarnBuildHook = tool "yarn-build-hook";
     yarnInstallHook = tool "yarn-install-hook";
-    pnpm = pkgs.pnpm_9;
+    pnpm = pkgs.${if branch == null then "pnpm_9" else branch.tools.pnpm.default};
     pnpmRelease = v: drv "pnpm-${v}" {
       fetchDeps = { pname, src, hash ? "", version ? null, ... }@args:
         assert force args; drv "${pname}-pnpm-deps" { };
@@ -159,10 +161,18 @@ let
     "rustc" "cargo" "clippy" "rustfmt" "rust-analyzer"
     "yarn" "bun" "poetry" "uv" "pdm" "pipenv"
     "cmake" "meson" "ninja" "gnumake" "pkg-config"
-    "postgresql" "postgresql_12" "postgresql_13" "postgresql_14" "postgresql_15" "postgresql_16" "postgresql_17"
-    "redis" "valkey" "mysql80" "mysql84" "mariadb" "mongodb" "rabbitmq-server" "memcached" "nginx" "minio" "elasticsearch"
+    "postgresql"
+    "redis" "valkey" "mariadb" "mongodb" "rabbitmq-server" "memcached" "nginx" "minio" "elasticsearch"
   ]);
-  branches = (builtins.fromJSON (builtins.readFile ../../data/nixpkgs.json)).branches;
+  # The branch the flake pins (AUTONIX_STANDIN_BRANCH, set by the test from the flake's
+  # nixpkgs.url): only its release lines exist, as in that branch. Unset: every branch's.
+  branchName = builtins.getEnv "AUTONIX_STANDIN_BRANCH";
+  allBranches = (builtins.fromJSON (builtins.readFile ../../data/nixpkgs.json)).branches;
+  branches = if branchName == "" then allBranches
+    else builtins.filter (b: b.branch == branchName) allBranches;
+  branch = if branchName == "" then null
+    else if branches == [ ] then throw "nixpkgs stand-in: no tables for branch ${branchName}"
+    else builtins.head branches;
   tables = builtins.concatMap (b: builtins.attrValues b.tools) branches;
   lineAttrs = builtins.attrNames (builtins.foldl' (acc: t: acc // t.lines) { } tables);
   hasPrefix = p: s: builtins.substring 0 (builtins.stringLength p) s == p;
