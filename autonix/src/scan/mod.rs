@@ -1,6 +1,6 @@
-//! Walking a repository: one parallel pass that classifies every file, counts the lines of
-//! source files and keeps the text of the few files detection needs (manifests, lockfile
-//! headers, CI configs, Dockerfiles).
+//! Walking a repository: one parallel pass that classifies every file, keeps the text of the
+//! few files detection needs (manifests, lockfile headers, CI configs, Dockerfiles) and, when
+//! asked ([`ScanOptions::count_lines`]), counts the lines of source files.
 //!
 //! The walk respects `.gitignore`/`.ignore` even outside a git checkout, skips vendored and
 //! generated trees, and never follows symbolic links: following them could leave the
