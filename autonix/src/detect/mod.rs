@@ -48,6 +48,18 @@ impl<'a> Ctx<'a> {
         }
     }
 
+    /// Repository-relative path of `name` in the workspace root of a JavaScript workspace
+    /// member; `None` for a project that is no member.
+    pub fn workspace_path(&self, name: &str) -> Option<String> {
+        self.workspace.as_deref().map(|ws| {
+            if ws.is_empty() {
+                name.to_string()
+            } else {
+                format!("{ws}/{name}")
+            }
+        })
+    }
+
     /// Text of a file relative to the project root, when the scan kept it.
     pub fn text(&self, rel: &str) -> Option<&'a str> {
         self.inv.text(&self.path(rel))

@@ -47,28 +47,17 @@ pub fn detect(ctx: &Ctx<'_>, out: &mut Out) {
     let mut evidence = vec![ev(&manifest, "package.json")];
     // A workspace member is installed by its workspace: the lockfile and the package
     // manager are the workspace root's.
-    let lock_dir = ctx.workspace.as_deref().unwrap_or(ctx.dir.as_str());
-    let lock_path = |f: &str| {
-        if lock_dir.is_empty() {
-            f.to_string()
-        } else {
-            format!("{lock_dir}/{f}")
-        }
-    };
+    let lock_path = |f: &str| ctx.workspace_path(f).unwrap_or_else(|| ctx.path(f));
     let present: Vec<(&str, EcosystemKind)> = LOCKFILES
         .iter()
         .copied()
         .filter(|(f, _)| ctx.inv.has_file(&lock_path(f)))
         .collect();
-    let workspace_json: Option<(String, Value)> = ctx.workspace.as_deref().and_then(|ws| {
-        let path = if ws.is_empty() {
-            "package.json".to_string()
-        } else {
-            format!("{ws}/package.json")
-        };
-        let json = serde_json::from_str(ctx.inv.text(&path)?).ok()?;
-        Some((path, json))
-    });
+    let workspace_json: Option<(String, Value)> =
+        ctx.workspace_path("package.json").and_then(|path| {
+            let json = serde_json::from_str(ctx.inv.text(&path)?).ok()?;
+            Some((path, json))
+        });
     let (pm_manifest, pm_text, pm_json) = match &workspace_json {
         Some((path, ws)) if json.get("packageManager").is_none() => {
             (path.clone(), ctx.inv.text(path).unwrap_or_default(), ws)

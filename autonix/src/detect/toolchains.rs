@@ -93,13 +93,7 @@ pub fn resolve_on(
     }
     if let Some(manifest) = pnpm_manifest {
         // A workspace member's pnpm is its workspace's.
-        let workspace_manifest = ctx.workspace.as_deref().map(|ws| {
-            if ws.is_empty() {
-                "package.json".to_string()
-            } else {
-                format!("{ws}/package.json")
-            }
-        });
+        let workspace_manifest = ctx.workspace_path("package.json");
         let manifest = workspace_manifest.as_deref().unwrap_or(manifest);
         let text = ctx.inv.text(manifest).unwrap_or_default();
         let (attr, met) = pnpm_release(manifest, text, branch, &mut r.out);
